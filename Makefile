@@ -1,0 +1,25 @@
+# Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install install-dev serve test lint bench train-default-head eval clean
+
+install:  ## venv, pinned requirements, converted weights (idempotent, fast when done)
+	VENV=$(VENV) scripts/install.sh
+
+install-dev:
+	VENV=$(VENV) scripts/install.sh --dev
+
+serve: install  ## install everything, then run gunicorn on HOST:PORT (default 127.0.0.1:8000)
+	exec $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install-dev  ## install what the tests need, then run them
+	$(PY) -m pytest
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint --no-color --failure-threshold warning Dockerfile
+
+clean:
+	rm -rf model_store runs .pytest_cache

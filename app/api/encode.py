@@ -1,0 +1,42 @@
+"""POST /encode: image and text embeddings."""
+
+import numpy as np
+from flask import Blueprint, request
+
+from app import inputs
+from app.errors import ApiError
+from app.registry import current_registry
+
+bp = Blueprint("encode", __name__)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+
+@bp.post("/encode")
+def encode():
+    payload = inputs.read_payload(request)
+    normalize = inputs.get_bool(payload.fields, "normalize", True)
+    space = inputs.get_choice(payload.fields, "space", "native", ("native", "shared"))
+    texts = inputs.validate_texts(payload.texts)
+    if not payload.images and not texts:
+        raise ApiError(422, "no_inputs", "Send at least one image or one text.")
+    registry = current_registry()
+    pixels = inputs.preprocess_images(payload.images, registry.image_encoder)
+    image_dim, text_dim = registry.image_encoder.feature_dim, registry.text_encoder.dim
+    images = np.zeros((0, image_dim), np.float32)
+    if len(pixels):
+        result = registry.encode_images(pixels)
+        images = registry.shared_image_embeddings(result.probs) if space == "shared" else result.features
+    text_embeddings = registry.encode_texts(texts) if texts else np.zeros((0, text_dim), np.float32)
+    if normalize and len(images):
+        images = _normalize(images)
+    if space == "shared":
+        image_dim = text_dim
+    return {
+        "image_embeddings": images.tolist(),
+        "text_embeddings": text_embeddings.tolist(),
+        "dims": {"image": image_dim, "text": text_dim},
+        "space": space,
+    }

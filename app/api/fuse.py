@@ -1,0 +1,26 @@
+"""POST /fuse: how well each text matches each image."""
+
+from flask import Blueprint, request
+
+from app import inputs
+from app.errors import ApiError
+from app.registry import current_registry
+
+bp = Blueprint("fuse", __name__)
+
+
+@bp.post("/fuse")
+def fuse():
+    payload = inputs.read_payload(request)
+    texts = inputs.validate_texts(payload.texts)
+    if not payload.images or not texts:
+        raise ApiError(422, "missing_inputs", "/fuse needs at least one image and one text.")
+    registry = current_registry()
+    pixels = inputs.preprocess_images(payload.images, registry.image_encoder)
+    images = registry.encode_images(pixels)
+    text_embeddings = registry.encode_texts(texts)
+    similarity = registry.shared_image_embeddings(images.probs) @ text_embeddings.T
+    return {
+        "match": registry.match(images.features, text_embeddings).tolist(),
+        "similarity": similarity.tolist(),
+    }

@@ -1,0 +1,35 @@
+"""Attach the model registry to the app and reach it from requests."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from app.errors import ApiError
+from models.registry import ModelRegistry, RegistryLoader
+
+
+def init_registry(app: Flask, registry: ModelRegistry | None = None) -> None:
+    """Use the given registry (tests), or build one from config in the background (each worker)."""
+    if registry is not None:
+        loader = RegistryLoader.ready(registry)
+    else:
+        from models.loading import build_registry
+
+        config = dict(app.config)
+        loader = RegistryLoader(lambda: build_registry(config)).start()
+    app.extensions["models"] = loader
+
+
+def registry_loader() -> RegistryLoader:
+    return current_app.extensions["models"]
+
+
+def current_registry() -> ModelRegistry:
+    """The ready registry, or a 503 that tells the client to come back."""
+    loader = registry_loader()
+    registry = loader.registry
+    if registry is None:
+        if loader.status == "failed":
+            raise ApiError(503, "models_failed", "The models failed to load; see the server log.")
+        raise ApiError(503, "not_ready", "The models are still loading; retry shortly.", {"Retry-After": "5"})
+    return registry

@@ -1,0 +1,71 @@
+"""Server configuration, read from the environment when the app is created (never at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+IMAGE_ENCODERS = ("efficientnet_lite0", "resnet50")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+def default_model_dir() -> str:
+    """Where converted weights live unless MODEL_DIR says otherwise: ./model_store beside this file."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_store")
+
+
+def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the app's configuration from environment variables (documented in README.md)."""
+    env = os.environ if env is None else env
+    image_encoder = _str(env, "IMAGE_ENCODER", "efficientnet_lite0")
+    if image_encoder not in IMAGE_ENCODERS:
+        raise ValueError(f"IMAGE_ENCODER must be one of {', '.join(IMAGE_ENCODERS)}, got {image_encoder!r}")
+    return {
+        "HOST": _str(env, "HOST", "127.0.0.1"),
+        "PORT": _int(env, "PORT", 8000, minimum=1),
+        "WORKERS": _int(env, "WORKERS", 1, minimum=1),
+        "THREADS": _int(env, "THREADS", 8, minimum=1),
+        "MODEL_DIR": _str(env, "MODEL_DIR", default_model_dir()),
+        "IMAGE_ENCODER": image_encoder,
+        "RESNET50_WEIGHTS": env.get("RESNET50_WEIGHTS") or None,
+        "FUSION_HEAD": env.get("FUSION_HEAD") or None,
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 32 * 1024 * 1024, minimum=1),
+        "MAX_FORM_PARTS": _int(env, "MAX_FORM_PARTS", 400, minimum=1),
+        "MAX_IMAGES": _int(env, "MAX_IMAGES", 64, minimum=1),
+        "MAX_TEXTS": _int(env, "MAX_TEXTS", 256, minimum=1),
+        "MAX_TEXT_CHARS": _int(env, "MAX_TEXT_CHARS", 10_000, minimum=1),
+        "MAX_IMAGE_PIXELS": _int(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+        "MAX_CANDIDATES": _int(env, "MAX_CANDIDATES", 256, minimum=1),
+        "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", 0),
+        "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", 0),
+        "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
+        "LOG_LEVEL": _str(env, "LOG_LEVEL", "INFO").upper(),
+    }

@@ -1,0 +1,1 @@
+"""Keras/NumPy models, weight loading and the model registry (no Flask here)."""

@@ -1,0 +1,86 @@
+"""Build a worker's registry from config: verified converted weights -> served models."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from models import weights
+from models.fusion import FusionHead, build_fusion_head
+from models.heads import load_head
+from models.image_encoders import ImageEncoder
+from models.imagenet import class_names
+from models.registry import ModelRegistry
+from models.text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def configure_tensorflow(config: dict[str, Any]) -> None:
+    """Thread pools must be set before TensorFlow runs its first op in this process."""
+    import tensorflow as tf
+
+    try:
+        if config.get("TF_INTRA_OP_THREADS"):
+            tf.config.threading.set_intra_op_parallelism_threads(config["TF_INTRA_OP_THREADS"])
+        if config.get("TF_INTER_OP_THREADS"):
+            tf.config.threading.set_inter_op_parallelism_threads(config["TF_INTER_OP_THREADS"])
+    except RuntimeError:
+        log.warning("TensorFlow already initialised; thread settings left as they were")
+
+
+def load_image_encoder(name: str, model_dir: str, entry: dict[str, Any]) -> ImageEncoder:
+    path = os.path.join(model_dir, entry["file"])
+    if name == "efficientnet_lite0":
+        from models import efficientnet_lite
+
+        model = efficientnet_lite.build_efficientnet_lite0()
+        model.load_weights(path)
+        return ImageEncoder(name, entry["architecture"], model, efficientnet_lite.INPUT_SIZE,
+                            efficientnet_lite.FEATURE_DIM, efficientnet_lite.preprocess,
+                            entry["preprocessing"], entry["sha256"])
+    if name == "resnet50":
+        from models.image_encoders import build_resnet50_base, resnet50_preprocess, wrap_resnet50
+
+        base = build_resnet50_base()
+        base.load_weights(path)
+        return ImageEncoder(name, entry["architecture"], wrap_resnet50(base), 224, 2048, resnet50_preprocess,
+                            entry["preprocessing"], entry["sha256"])
+    raise ValueError(f"unknown image encoder {name!r}")
+
+
+def load_text_encoder(model_dir: str, entry: dict[str, Any]) -> TextEncoder:
+    from models import text_encoder
+
+    tokenizer_path = os.path.join(model_dir, entry["tokenizer"]["file"])
+    if weights.sha256_file(tokenizer_path) != entry["tokenizer"]["sha256"]:
+        raise weights.WeightsError(f"{tokenizer_path} does not match the manifest: run `make install`.")
+    config = entry["config"]
+    model = text_encoder.build_text_encoder(config)
+    model.load_weights(os.path.join(model_dir, entry["file"]))
+    max_tokens = config.get("max_seq_length", 256)
+    tokenizer = text_encoder.TextTokenizer(tokenizer_path, max_length=max_tokens)
+    return TextEncoder(weights.TEXT_ENCODER, entry["architecture"], model, tokenizer, config["hidden_size"],
+                       max_tokens, entry["preprocessing"], entry["sha256"])
+
+
+def load_fusion_head(config: dict[str, Any], image: ImageEncoder, text: TextEncoder) -> FusionHead:
+    """The configured trained head, else an untrained one (reported as such in /models)."""
+    path = config.get("FUSION_HEAD") or os.path.join(config["MODEL_DIR"], "fusion_head")
+    if os.path.isdir(path) or config.get("FUSION_HEAD"):
+        return load_head(path, image, text)
+    log.warning("no trained fusion head at %s: serving an untrained head (run `make train-default-head`)", path)
+    model = build_fusion_head(image.feature_dim, text.dim)
+    return FusionHead(model, image.feature_dim, text.dim, trained=False)
+
+
+def build_registry(config: dict[str, Any]) -> ModelRegistry:
+    """Everything one worker serves, from MODEL_DIR; raises WeightsError with a clear sentence if unusable."""
+    configure_tensorflow(config)
+    name = config["IMAGE_ENCODER"]
+    manifest = weights.verify(config["MODEL_DIR"], [name, weights.TEXT_ENCODER])
+    image = load_image_encoder(name, config["MODEL_DIR"], manifest["models"][name])
+    text = load_text_encoder(config["MODEL_DIR"], manifest["models"][weights.TEXT_ENCODER])
+    head = load_fusion_head(config, image, text)
+    return ModelRegistry(image, text, head, class_names())

@@ -1,0 +1,124 @@
+"""The model registry: every model one worker serves, built after the fork and warmed before use."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import bridge
+from models.fusion import FusionHead
+from models.image_encoders import ImageEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageResult:
+    features: np.ndarray  # (N, F) raw pooled CNN features
+    probs: np.ndarray  # (N, 1000) ImageNet class probabilities
+
+
+class ModelRegistry:
+    """Image encoder, text encoder, fusion head and the shared-space bridge of one worker."""
+
+    def __init__(self, image_encoder: ImageEncoder, text_encoder, fusion_head: FusionHead, class_names):
+        if fusion_head.image_dim != image_encoder.feature_dim or fusion_head.text_dim != text_encoder.dim:
+            raise ValueError(
+                f"fusion head expects image/text dims {fusion_head.image_dim}/{fusion_head.text_dim}, "
+                f"encoders give {image_encoder.feature_dim}/{text_encoder.dim}"
+            )
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.fusion_head = fusion_head
+        self.class_names = tuple(class_names)
+        self.class_embeddings: np.ndarray | None = None
+        self.warm = False
+
+    # -- forward passes -------------------------------------------------------------------------
+    def encode_images(self, pixels: np.ndarray) -> ImageResult:
+        """uint8 (N, S, S, 3) preprocessed pixels -> features and class probabilities."""
+        features, probs = self.image_encoder(pixels)
+        return ImageResult(features, probs)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts -> (M, D) L2-normalised sentence embeddings."""
+        return self.text_encoder.encode(texts)
+
+    def shared_image_embeddings(self, probs: np.ndarray) -> np.ndarray:
+        """Images in the text encoder's space (ConSE over the top ImageNet classes)."""
+        return bridge.conse_embed(probs, self.class_embeddings)
+
+    def match(self, image_features: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+        """(N, M) fusion-head probabilities."""
+        return self.fusion_head(image_features, text_embeddings)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Trace every compiled call once and embed the class prompts, so requests never pay for it."""
+        started = time.perf_counter()
+        size = self.image_encoder.input_size
+        result = self.encode_images(np.zeros((1, size, size, 3), np.uint8))
+        texts = self.encode_texts(["warm-up"])
+        self.match(result.features, texts)
+        prompts = bridge.class_prompts(self.class_names)
+        embeddings = np.concatenate([self.encode_texts(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+        self.class_embeddings = bridge.class_embeddings(embeddings, len(self.class_names))
+        self.warm = True
+        log.info("models warmed up in %.1f s", time.perf_counter() - started)
+
+    def describe(self) -> list[dict]:
+        return [self.image_encoder.describe(), self.text_encoder.describe(), self.fusion_head.describe()]
+
+
+class RegistryLoader:
+    """Builds and warms a registry in a background thread so /readyz can say 'loading' meanwhile."""
+
+    def __init__(self, factory: Callable[[], ModelRegistry]):
+        self._factory = factory
+        self._registry: ModelRegistry | None = None
+        self.error: str | None = None
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self._done = threading.Event()
+
+    @classmethod
+    def ready(cls, registry: ModelRegistry) -> RegistryLoader:
+        """A loader around an already built registry (warmed here if it is not yet)."""
+        loader = cls(lambda: registry)
+        loader._load()
+        return loader
+
+    def start(self) -> RegistryLoader:
+        threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            registry = self._factory()
+            if not registry.warm:
+                registry.warmup()
+            self._registry = registry
+            self.ready_at = time.time()
+        except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log
+            self.error = str(exc) or type(exc).__name__
+            log.critical("model loading failed: %s", self.error, exc_info=True)
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def status(self) -> str:
+        if self._registry is not None:
+            return "ready"
+        return "failed" if self.error else "loading"
+
+    @property
+    def registry(self) -> ModelRegistry | None:
+        return self._registry
