@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
 # Installs the server into a virtual environment and converts the model weights. Used by `make serve`,
-# `make test` and the Dockerfile alike.  Usage: scripts/install.sh [--dev]
+# `make test` and the Dockerfile alike.
+# Usage: scripts/install.sh [--dev] [--deps-only | --weights-only]
 # Env: VENV (default .venv), PYTHON (default python3), IMAGE_ENCODER, MODEL_DIR, RESNET50_WEIGHTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-files="requirements.txt requirements-nodeps.txt"
-[ "${1:-}" = "--dev" ] && files="$files requirements-dev.txt"
+dev=0 deps=1 weights=1
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --deps-only) weights=0 ;;
+    --weights-only) deps=0 ;;
+    *) echo "usage: $0 [--dev] [--deps-only | --weights-only]" >&2; exit 2 ;;
+  esac
+done
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-stamp="$VENV/.requirements.sha256"
-want=$(cat $files | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
-  # These declare heavy dependencies (torch) they do not need here: install them alone.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
-  if [ "${1:-}" = "--dev" ]; then
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
+if [ "$deps" = 1 ]; then
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  files="requirements.txt requirements-nodeps.txt"
+  [ "$dev" = 1 ] && files="$files requirements-dev.txt"
+  stamp="$VENV/.requirements.sha256"
+  want=$(cat $files | sha256sum | cut -d' ' -f1)
+  # Re-running is fast: pip only runs when a requirements file changed.
+  if ! grep -qx "$want" "$stamp" 2>/dev/null; then
+    pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir)
+    "${pip[@]}" -r requirements.txt
+    # These declare heavy dependencies (torch) that the server never imports: install them alone.
+    "${pip[@]}" --no-deps -r requirements-nodeps.txt
+    [ "$dev" = 1 ] && "${pip[@]}" -r requirements-dev.txt
+    echo "$want" >> "$stamp"
   fi
-  echo "$want" > "$stamp"
 fi
-TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} "$VENV/bin/python" -m models.weights install
+if [ "$weights" = 1 ]; then
+  TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} "$VENV/bin/python" -m models.weights install
+fi
