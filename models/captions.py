@@ -26,3 +26,19 @@ def compose_caption(labels: list[tuple[str, float]]) -> str:
         third = rest[1][0]
         return f"a photo that may show {with_article(first)}, {with_article(second)} or {with_article(third)}"
     return f"a photo that may show {with_article(first)} or {with_article(second)}"
+
+
+def caption_for(probs, names=None) -> str:
+    """The caption for one image's (1000,) class probabilities, with sentence-friendly class names."""
+    import numpy as np
+
+    from models.imagenet import caption_names
+
+    names = names or caption_names()
+    top = np.argsort(-probs)[:3]
+    labels, seen = [], set()
+    for j in top:
+        if names[j] not in seen:  # two classes can share a readable name ("missile")
+            seen.add(names[j])
+            labels.append((names[j], float(probs[j])))
+    return compose_caption(labels)

@@ -33,3 +33,29 @@ def class_synonyms() -> tuple[tuple[str, ...], ...]:
         names = [clean] + [n.strip() for n in raw[str(i)].split(",") if n.strip()]
         out.append(tuple(dict.fromkeys(names)))
     return tuple(out)
+
+
+# Names that read badly in a sentence ("a photo of a a cat having a striped coat").
+_CAPTION_OVERRIDES = {
+    282: "striped tabby cat",
+    638: "leotard",
+    744: "projectile",
+    884: "vaulted ceiling",
+    919: "street sign",
+    998: "ear of grain",
+}
+
+
+def _caption_name(index: int, name: str) -> str:
+    if index in _CAPTION_OVERRIDES:
+        return _CAPTION_OVERRIDES[index]
+    name = name.split(" (")[0]
+    for sep in (" / ", " or "):
+        name = name.split(sep)[0]
+    return name.strip()
+
+
+@functools.lru_cache(maxsize=1)
+def caption_names() -> tuple[str, ...]:
+    """Class names fit for a sentence: no parentheses, one alternative, no leading article."""
+    return tuple(_caption_name(i, name) for i, name in enumerate(class_names()))

@@ -80,3 +80,27 @@ def photos() -> dict[str, bytes]:
 def png_bytes() -> bytes:
     rng = np.random.default_rng(0)
     return encode_image(Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)))
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> str:
+    """MODEL_DIR with the real converted weights (`make test` installs them first)."""
+    from config import load_config
+
+    return load_config()["MODEL_DIR"]
+
+
+@pytest.fixture(scope="session")
+def real_registry(model_dir) -> ModelRegistry:
+    """The default offline registry on real weights, built once for the session."""
+    from config import load_config
+    from models.loading import build_registry
+
+    registry = build_registry(load_config())
+    registry.warmup()
+    return registry
+
+
+@pytest.fixture
+def real_client(real_registry):
+    return create_app({"TESTING": True}, registry=real_registry).test_client()

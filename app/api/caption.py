@@ -6,7 +6,7 @@ from flask import Blueprint, request
 from app import inputs
 from app.errors import ApiError
 from app.registry import current_registry
-from models.captions import compose_caption
+from models.captions import caption_for
 
 bp = Blueprint("caption", __name__)
 
@@ -30,7 +30,7 @@ def caption():
     for i, probs in enumerate(images.probs):
         top = np.argsort(-probs)[:top_k]
         labels = [{"label": names[j], "score": float(probs[j])} for j in top]
-        item = {"caption": compose_caption([(names[j], float(probs[j])) for j in top[:3]]), "labels": labels}
+        item = {"caption": caption_for(probs), "labels": labels}
         if ranked_scores is not None:
             order = np.argsort(-ranked_scores[i], kind="stable")
             item["ranked"] = [{"text": candidates[j], "score": float(ranked_scores[i, j])} for j in order]
