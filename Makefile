@@ -21,5 +21,11 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint --no-color --failure-threshold warning Dockerfile
 
+train-default-head: install  ## train the default fusion head again (fixed seed) into MODEL_DIR/fusion_head
+	$(PY) -m models.default_head --force
+
+eval: install-dev  ## image-text matching on the real photos of evaluation/photos.json
+	$(PY) -m evaluation.run
+
 clean:
 	rm -rf model_store runs .pytest_cache

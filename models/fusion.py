@@ -9,23 +9,41 @@ import numpy as np
 DEFAULT_HIDDEN = 256
 
 
-def build_fusion_head(image_dim: int, text_dim: int, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.2, seed: int = 0):
+def build_fusion_head(image_dim: int, text_dim: int, hidden: int = DEFAULT_HIDDEN, dropout: float = 0.2, seed: int = 0,
+                      teacher: tuple | None = None, num_classes: int = 1000):
     """Keras model: inputs (image_features (N, image_dim), text_embedding (N, text_dim)) -> (N, 1) in [0, 1].
 
-    Image features are L2-normalised in the graph so raw CNN features of any scale can be fed.
+    The image side is mapped into the text space through the ImageNet classes (logits -> softmax ->
+    a mix of class-name embeddings, as ConSE does); `teacher` = (classifier kernel (F, C), bias (C,),
+    class embeddings (C, D)) starts those layers from the real classifier and class names, else they
+    start random. Then concat(projected image, text, their product, their difference) -> dense ->
+    sigmoid: a plain concat -> dense head cannot learn a similarity from little data, the product
+    term hands it one.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     image = keras.Input((image_dim,), name="image_features")
     text = keras.Input((text_dim,), name="text_embedding")
-    x = keras.layers.Concatenate(name="concat")(
-        [keras.layers.UnitNormalization(name="image_l2")(image), keras.layers.UnitNormalization(name="text_l2")(text)]
-    )
+    class_logits = keras.layers.Dense(num_classes, name="class_logits")
+    class_mix = keras.layers.Dense(text_dim, use_bias=False, name="class_embeddings")
+    probs = keras.layers.Softmax(name="class_probs")(class_logits(image))
+    projected = keras.layers.UnitNormalization(name="projection_l2")(class_mix(probs))
+    text_unit = keras.layers.UnitNormalization(name="text_l2")(text)
+    product = keras.layers.Multiply(name="product")([projected, text_unit])
+    difference = keras.layers.Subtract(name="difference")([projected, text_unit])
+    x = keras.layers.Concatenate(name="concat")([projected, text_unit, product, difference])
     x = keras.layers.Dense(hidden, activation="relu", name="hidden")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="match")(x)
-    return keras.Model([image, text], out, name="fusion_head")
+    model = keras.Model([image, text], out, name="fusion_head")
+    if teacher is not None:
+        kernel, bias, class_embeddings = teacher
+        class_logits.set_weights([kernel, bias])
+        class_mix.set_weights([class_embeddings])
+        # Frozen: with the little data a head is trained on, 1.7 M free weights only memorise it.
+        class_logits.trainable = class_mix.trainable = False
+    return model
 
 
 @dataclass
@@ -68,7 +86,7 @@ class FusionHead:
         return {
             "name": self.name,
             "kind": "fusion",
-            "architecture": "concat -> dense(relu) -> dense(sigmoid)",
+            "architecture": "image -> class softmax -> class-name mix; concat(image, text, product, difference) -> dense(relu) -> dense(sigmoid)",
             "input_size": [self.image_dim + self.text_dim],
             "output_dim": 1,
             "trained": self.trained,

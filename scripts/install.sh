@@ -34,5 +34,8 @@ if [ "$deps" = 1 ]; then
   fi
 fi
 if [ "$weights" = 1 ]; then
-  TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} "$VENV/bin/python" -m models.weights install
+  export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+  "$VENV/bin/python" -m models.weights install
+  # The default fusion head, trained by the project's own command (skipped when up to date).
+  "$VENV/bin/python" -m models.default_head
 fi

@@ -101,6 +101,6 @@ def real_registry(model_dir) -> ModelRegistry:
     return registry
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_client(real_registry):
     return create_app({"TESTING": True}, registry=real_registry).test_client()

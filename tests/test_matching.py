@@ -1,0 +1,53 @@
+"""Cross-modal meaning on real photos, through HTTP: the evaluation set's true captions come first."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from evaluation import load_eval_set
+from evaluation.run import evaluate
+
+
+@pytest.fixture(scope="module")
+def evaluation(real_client):
+    return evaluate(real_client, load_eval_set())
+
+
+def test_fuse_ranks_a_true_caption_first_for_most_photos(evaluation):
+    assert evaluation["photos"] >= 15
+    assert evaluation["summary"]["match"]["top1_true"] >= 0.7
+    assert evaluation["summary"]["match"]["reciprocal_rank"] >= 0.8
+
+
+def test_similarity_beats_chance(evaluation):
+    # Chance for top-1 is ~0.45 (2-3 true of 5-6); the shared space must do clearly better on MRR.
+    assert evaluation["summary"]["similarity"]["reciprocal_rank"] >= 0.65
+
+
+def test_caption_candidates_are_ranked_by_the_head(real_client, photos):
+    texts = ["a cup of espresso on a saucer", "a glass of red wine", "a dog lying on a sofa"]
+    resp = real_client.post("/caption", data={"image": (io.BytesIO(photos["coffee"]), "c.png"),
+                                               "candidates": texts}, content_type="multipart/form-data")
+    item = resp.json["captions"][0]
+    assert item["ranked_by"] == "match" and item["ranked"][0]["text"] == texts[0]
+
+
+@pytest.mark.parametrize(("photo", "words"), [("chelsea", ("cat", "Mau")), ("coffee", ("espresso",)),
+                                              ("rocket", ("missile", "projectile", "rocket")),
+                                              ("astronaut", ("helmet",))])
+def test_captions_name_what_the_photo_shows(real_client, photos, photo, words):
+    resp = real_client.post("/caption", data={"image": (io.BytesIO(photos[photo]), "p")},
+                            content_type="multipart/form-data")
+    caption = resp.json["captions"][0]["caption"]
+    assert caption.startswith("a photo") and any(w in caption for w in words), caption
+
+
+def test_match_is_a_probability_and_similarity_a_cosine(evaluation, real_client, photos):
+    body = real_client.post("/fuse", data={"image": (io.BytesIO(photos["chelsea"]), "c"), "text": ["a cat", "a car"]},
+                            content_type="multipart/form-data").json
+    match, sim = np.array(body["match"]), np.array(body["similarity"])
+    assert ((0 <= match) & (match <= 1)).all() and ((-1 <= sim) & (sim <= 1)).all()
+    assert match[0, 0] > 0.5 > match[0, 1] and sim[0, 0] > sim[0, 1]
