@@ -67,5 +67,19 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", 0),
         "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", 0),
         "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
+        # Dynamic batching (models/batching.py), per model per worker; defaults measured in bench/.
+        "MAX_BATCH_SIZE": _int(env, "MAX_BATCH_SIZE", 8, minimum=1),
+        "BATCH_TIMEOUT_MS": _float(env, "BATCH_TIMEOUT_MS", 5.0),
+        "MAX_QUEUE": _int(env, "MAX_QUEUE", 64, minimum=1),
+        "MAX_TEXT_QUEUE": _int(env, "MAX_TEXT_QUEUE", 1024, minimum=1),
         "LOG_LEVEL": _str(env, "LOG_LEVEL", "INFO").upper(),
+        # Optional API keys, comma-separated; empty means no authentication (health endpoints stay open anyway).
+        "API_KEYS": tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
+        # gunicorn: seconds a silent worker lives before it is killed and replaced; seconds in-flight
+        # requests get to finish after SIGTERM.
+        "WORKER_TIMEOUT_S": _int(env, "WORKER_TIMEOUT_S", 120, minimum=1),
+        "GRACEFUL_TIMEOUT_S": _int(env, "GRACEFUL_TIMEOUT_S", 30, minimum=1),
+        # Test hook: "module:function" returning a ModelRegistry, used instead of the installed weights
+        # (tests/test_server.py runs real gunicorn with tests.conftest:make_tiny_registry). Not for production.
+        "MODEL_REGISTRY": env.get("MODEL_REGISTRY") or None,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask, jsonify
+from flask import Flask, g, has_request_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ class ApiError(Exception):
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
     """The one JSON shape every error takes: {"error": {"code", "message"}}."""
     response = jsonify({"error": {"code": code, "message": message}})
+    if has_request_context():
+        g.error_code = code  # for the request log line (app/requestlog.py)
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value
@@ -67,8 +69,22 @@ def _handle_unexpected(err: Exception):
     return error_response(500, "internal_error", "The server failed to process the request.")
 
 
+def _handle_batcher_error(err):
+    # Back-pressure from models/batching.py: a full queue is a 429 the client can retry, not a 5xx.
+    from models.batching import BatcherClosedError, QueueFullError
+
+    if isinstance(err, QueueFullError):
+        return error_response(429, "queue_full", str(err), {"Retry-After": str(err.retry_after)})
+    if isinstance(err, BatcherClosedError):
+        return error_response(503, "shutting_down", str(err), {"Retry-After": "1"})
+    return error_response(503, "timeout", str(err), {"Retry-After": "1"})
+
+
 def register_error_handlers(app: Flask) -> None:
     """Make every error, routing ones included, a JSON body with the right status."""
     app.register_error_handler(ApiError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_unexpected)
+    from models.batching import BatcherError
+
+    app.register_error_handler(BatcherError, _handle_batcher_error)

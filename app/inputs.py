@@ -1,4 +1,8 @@
-"""Requests -> validated images and texts. Everything here raises ApiError (4xx), never a 500."""
+"""Requests -> validated images, texts and options. Everything here raises ApiError (4xx), never a 500.
+
+The body is validated with the pydantic models of app/schemas.py (the same ones /openapi.json is built from);
+the limits that come from configuration (counts, characters, pixels) are checked here.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flask import Request, current_app
+from flask import Request, current_app, g
+from pydantic import BaseModel, ValidationError
 
 from app.errors import ApiError
 from app.images import decode_image
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
+# Options whose bad values are "well-formed but out of range" (422); other type errors are a 400.
+_RANGE_FIELDS = ("top_k", "space")
 
 
 @dataclass
 class Payload:
-    """The raw parts of a request: image bytes, texts and the other fields (options)."""
+    """The raw parts of a request: image bytes, texts and the validated options."""
 
     images: list[bytes] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
@@ -27,9 +34,7 @@ class Payload:
     is_json: bool = False
 
 
-def _b64(item: Any, index: int) -> bytes:
-    if not isinstance(item, str):
-        raise ApiError(400, "invalid_field", f"images[{index}] must be a base64 string, got {type(item).__name__}.")
+def _b64(item: str, index: int) -> bytes:
     data = _DATA_URL.sub("", item.strip(), count=1)
     try:
         return base64.b64decode("".join(data.split()), validate=True)
@@ -37,39 +42,53 @@ def _b64(item: Any, index: int) -> bytes:
         raise ApiError(400, "invalid_base64", f"images[{index}] is not valid base64.") from None
 
 
-def _string_list(body: dict, key: str) -> list:
-    value = body.get(key, [])
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ApiError(400, "invalid_field", f'"{key}" must be a list, got {type(value).__name__}.')
-    return value
+def _validation_error(err: ValidationError) -> ApiError:
+    first = err.errors(include_url=False)[0]
+    loc = first.get("loc") or ()
+    if first["type"] == "json_invalid":
+        return ApiError(400, "invalid_json", f"The body is not valid JSON: {first['msg']}.")
+    if not loc:
+        return ApiError(400, "invalid_json", "The JSON body must be an object.")
+    where = str(loc[0]) + "".join(f"[{part}]" for part in loc[1:])
+    received = repr(first.get("input"))
+    received = received if len(received) <= 60 else received[:57] + "..."
+    message = f'"{where}": {first["msg"]}, got {received}.'
+    if loc[0] in _RANGE_FIELDS and len(loc) == 1:
+        return ApiError(422, f"invalid_{loc[0]}", message)
+    return ApiError(400, "invalid_field", message)
 
 
-def read_payload(request: Request) -> Payload:
-    """Read a JSON or multipart/form body; 400/415 on anything malformed."""
+def _validate(model: type[BaseModel], data: Any, *, json: bool) -> dict[str, Any]:
+    try:
+        parsed = model.model_validate_json(data) if json else model.model_validate(data)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    return parsed.model_dump()
+
+
+def read_payload(request: Request, json_model: type[BaseModel], form_model: type[BaseModel]) -> Payload:
+    """Read and validate a JSON or multipart/form body; 400/413/415/422 on anything malformed."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if body is None:
-            raise ApiError(400, "invalid_json", "The body is not valid JSON.")
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_json", "The JSON body must be an object.")
-        images = _string_list(body, "images")
-        texts = _string_list(body, "texts")
+        body = _validate(json_model, request.get_data(cache=False), json=True)
+        images, texts = body.pop("images") or [], body.pop("texts", None) or []
         check_counts(len(images), len(texts))
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ApiError(400, "invalid_field", f"texts[{i}] must be a string, got {type(text).__name__}.")
         return Payload([_b64(item, i) for i, item in enumerate(images)], texts, body, True)
     if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        files = request.files.getlist("image")
-        texts = request.form.getlist("text")
-        check_counts(len(files), len(texts))
-        fields: dict[str, Any] = {key: request.form.get(key) for key in request.form if key != "text"}
-        if "candidate" in request.form or "candidates" in request.form:
-            fields["candidates"] = request.form.getlist("candidate") + request.form.getlist("candidates")
-        return Payload([f.read() for f in files], texts, fields, False)
+        files, form = request.files, request.form  # strict UTF-8, see app/forms.py
+        image_parts = files.getlist("image")
+        check_counts(len(image_parts), len(form.getlist("text")))
+        raw: dict[str, Any] = {key: form.get(key) for key in form}
+        for key in ("text", "candidate", "candidates"):
+            if key in form:
+                raw[key] = form.getlist(key)
+        raw["image"] = [part.read() for part in image_parts]
+        body = _validate(form_model, raw, json=False)
+        images, texts = body.pop("image") or [], body.pop("text", None) or []
+        if "candidate" in body:
+            merged = (body.pop("candidate") or []) + (body.get("candidates") or [])
+            body["candidates"] = merged or None
+        return Payload(images, texts, body, False)
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -79,6 +98,7 @@ def read_payload(request: Request) -> Payload:
 
 def check_counts(n_images: int, n_texts: int) -> None:
     config = current_app.config
+    g.n_images, g.n_texts = n_images, n_texts
     if n_images > config["MAX_IMAGES"]:
         raise ApiError(422, "too_many_images", f"{n_images} images sent; at most {config['MAX_IMAGES']} per request.")
     if n_texts > config["MAX_TEXTS"]:
@@ -96,6 +116,16 @@ def validate_texts(texts: list[str], what: str = "texts") -> list[str]:
     return texts
 
 
+def validate_candidates(candidates: list[str] | None) -> list[str] | None:
+    """Optional texts to rank (e.g. caption candidates): the same rules as texts, and their own count cap."""
+    if candidates is None:
+        return None
+    limit = current_app.config["MAX_CANDIDATES"]
+    if len(candidates) > limit:
+        raise ApiError(422, "too_many_candidates", f'{len(candidates)} "candidates" sent; at most {limit}.')
+    return validate_texts(candidates, "candidates")
+
+
 def preprocess_images(images: list[bytes], encoder) -> np.ndarray:
     """Decode and preprocess every image for `encoder`: uint8 (N, S, S, 3)."""
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
@@ -111,41 +141,3 @@ def preprocess_images(images: list[bytes], encoder) -> np.ndarray:
     if not arrays:
         return np.zeros((0, size, size, 3), np.uint8)
     return np.stack(arrays)
-
-
-def get_bool(fields: dict, key: str, default: bool) -> bool:
-    value = fields.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.lower() in ("true", "1", "yes")
-    raise ApiError(400, "invalid_field", f'"{key}" must be a boolean, got {value!r}.')
-
-
-def get_int(fields: dict, key: str, default: int, low: int, high: int) -> int:
-    value = fields.get(key, default)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,9}\s*", value):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ApiError(422, f"invalid_{key}", f'"{key}" must be an integer from {low} to {high}, got {value!r}.')
-    return value
-
-
-def get_choice(fields: dict, key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = fields.get(key, default)
-    if value not in choices:
-        raise ApiError(422, f"invalid_{key}", f'"{key}" must be one of {", ".join(choices)}, got {value!r}.')
-    return value
-
-
-def get_texts(fields: dict, key: str) -> list[str] | None:
-    """An optional list of strings in the options (e.g. caption candidates)."""
-    value = fields.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(400, "invalid_field", f'"{key}" must be a list of strings.')
-    limit = current_app.config["MAX_CANDIDATES"]
-    if len(value) > limit:
-        raise ApiError(422, f"too_many_{key}", f'{len(value)} "{key}" sent; at most {limit}.')
-    return validate_texts(value, key)

@@ -12,12 +12,25 @@ def init_registry(app: Flask, registry: ModelRegistry | None = None) -> None:
     """Use the given registry (tests), or build one from config in the background (each worker)."""
     if registry is not None:
         loader = RegistryLoader.ready(registry)
+    elif app.config.get("MODEL_REGISTRY"):
+        # Test hook (MODEL_REGISTRY=module:function): real gunicorn over tiny models, built after the fork.
+        factory = _import_factory(app.config["MODEL_REGISTRY"])
+        loader = RegistryLoader(factory).start()
     else:
         from models.loading import build_registry
 
         config = dict(app.config)
         loader = RegistryLoader(lambda: build_registry(config)).start()
     app.extensions["models"] = loader
+
+
+def _import_factory(spec: str):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"MODEL_REGISTRY must look like 'package.module:function', got {spec!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def registry_loader() -> RegistryLoader:

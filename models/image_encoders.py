@@ -13,6 +13,22 @@ import numpy as np
 from PIL import Image
 
 RESNET50_MEAN_BGR = (103.939, 116.779, 123.68)
+# Batches are padded up to one of these sizes, so the compiled forward pass sees a handful of shapes.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
+    """Powers of two below `max_batch_size`, then `max_batch_size` itself: (1, 2, 4, 8, 12) for 12."""
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    return tuple(b for b in BATCH_BUCKETS if b < max_batch_size) + (max_batch_size,)
+
+
+def pad_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` with its first row repeated at the end until it has `size` rows."""
+    if len(array) == size:
+        return array
+    return np.concatenate([array, np.repeat(array[:1], size - len(array), axis=0)])
 
 
 def resize_and_center_crop(image: Image.Image, size: int, resize_to: int, resample=Image.BILINEAR) -> np.ndarray:
@@ -77,25 +93,45 @@ class ImageEncoder:
     preprocessing: str
     weights_sha256: str | None = None
     num_classes: int = 1000
+    buckets: tuple[int, ...] = BATCH_BUCKETS
     _fn: object = field(default=None, repr=False)
 
     def __post_init__(self):
         import tensorflow as tf
 
         model = self.model
-        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.uint8)
 
-        @tf.function(input_signature=[spec])
+        # No input signature: one fixed-shape graph per bucket, all traced by warmup().
+        @tf.function(reduce_retracing=False)
         def forward(pixels):
             out = model(tf.cast(pixels, tf.float32), training=False)
             return out["features"], tf.nn.softmax(out["logits"], axis=-1)
 
         self._fn = forward
 
+    def set_max_batch_size(self, max_batch_size: int) -> None:
+        self.buckets = batch_buckets(max_batch_size)
+
+    def warmup(self) -> None:
+        """Trace and run the graph once per bucket size."""
+        size = self.input_size
+        for bucket in self.buckets:
+            self(np.zeros((bucket, size, size, 3), np.uint8))
+
+    def tracing_count(self) -> int:
+        return self._fn.experimental_get_tracing_count()
+
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, S, S, 3) -> (features (N, F), probabilities (N, 1000)) as float32 NumPy."""
-        features, probs = self._fn(pixels)
-        return features.numpy(), probs.numpy()
+        n, largest = len(pixels), self.buckets[-1]
+        if n > largest:
+            parts = [self(pixels[i : i + largest]) for i in range(0, n, largest)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        if n == 0:
+            return np.zeros((0, self.feature_dim), np.float32), np.zeros((0, self.num_classes), np.float32)
+        bucket = next(b for b in self.buckets if b >= n)
+        features, probs = self._fn(pad_rows(np.ascontiguousarray(pixels, np.uint8), bucket))
+        return features.numpy()[:n], probs.numpy()[:n]
 
     def describe(self) -> dict:
         return {

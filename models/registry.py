@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import bridge
+from models.batching import Batcher, BatchSettings
 from models.fusion import FusionHead
 from models.image_encoders import ImageEncoder
 
@@ -26,7 +27,14 @@ class ImageResult:
 class ModelRegistry:
     """Image encoder, text encoder, fusion head and the shared-space bridge of one worker."""
 
-    def __init__(self, image_encoder: ImageEncoder, text_encoder, fusion_head: FusionHead, class_names):
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        text_encoder,
+        fusion_head: FusionHead,
+        class_names,
+        batching: BatchSettings | None = None,
+    ):
         if fusion_head.image_dim != image_encoder.feature_dim or fusion_head.text_dim != text_encoder.dim:
             raise ValueError(
                 f"fusion head expects image/text dims {fusion_head.image_dim}/{fusion_head.text_dim}, "
@@ -38,16 +46,32 @@ class ModelRegistry:
         self.class_names = tuple(class_names)
         self.class_embeddings: np.ndarray | None = None
         self.warm = False
+        self.batching = batching
+        self.image_batcher: Batcher | None = None
+        self.text_batcher: Batcher | None = None
 
     # -- forward passes -------------------------------------------------------------------------
     def encode_images(self, pixels: np.ndarray) -> ImageResult:
-        """uint8 (N, S, S, 3) preprocessed pixels -> features and class probabilities."""
-        features, probs = self.image_encoder(pixels)
+        """uint8 (N, S, S, 3) preprocessed pixels -> features and class probabilities.
+
+        Once warm, the rows join other requests' in the image batcher (QueueFullError when it is full).
+        """
+        if len(pixels) == 0:
+            features, probs = self.image_encoder(pixels)
+        elif self.image_batcher is not None:
+            features, probs = self.image_batcher.submit(pixels, self._timeout())
+        else:
+            features, probs = self.image_encoder(pixels)
         return ImageResult(features, probs)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Texts -> (M, D) L2-normalised sentence embeddings."""
+        """Texts -> (M, D) L2-normalised sentence embeddings (batched with other requests' once warm)."""
+        if texts and self.text_batcher is not None:
+            return self.text_batcher.submit(list(texts), self._timeout())
         return self.text_encoder.encode(texts)
+
+    def _timeout(self) -> float | None:
+        return self.batching.request_timeout_s if self.batching and self.batching.request_timeout_s > 0 else None
 
     def shared_image_embeddings(self, probs: np.ndarray) -> np.ndarray:
         """Images in the text encoder's space (ConSE over the top ImageNet classes)."""
@@ -59,17 +83,51 @@ class ModelRegistry:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def warmup(self) -> None:
-        """Trace every compiled call once and embed the class prompts, so requests never pay for it."""
+        """Trace every compiled call (each batch bucket) and embed the class prompts, then start the batchers.
+
+        Runs in the worker, after the fork: the batchers' loop threads must not exist in the gunicorn master.
+        """
         started = time.perf_counter()
+        if self.batching is None:
+            from config import load_config  # the worker's environment, as create_app() reads it
+
+            self.batching = BatchSettings.from_config(load_config())
+        settings = self.batching
+        for encoder in (self.image_encoder, self.text_encoder):
+            if hasattr(encoder, "set_max_batch_size"):
+                encoder.set_max_batch_size(settings.max_batch_size)
+            if hasattr(encoder, "warmup"):
+                encoder.warmup()
         size = self.image_encoder.input_size
-        result = self.encode_images(np.zeros((1, size, size, 3), np.uint8))
-        texts = self.encode_texts(["warm-up"])
-        self.match(result.features, texts)
+        result = self.image_encoder(np.zeros((1, size, size, 3), np.uint8))
+        self.match(result[0], self.text_encoder.encode(["warm-up"]))
         prompts = bridge.class_prompts(self.class_names)
-        embeddings = np.concatenate([self.encode_texts(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+        embeddings = self.text_encoder.encode(prompts)
         self.class_embeddings = bridge.class_embeddings(embeddings, len(self.class_names))
+        self.start_batchers()
         self.warm = True
         log.info("models warmed up in %.1f s", time.perf_counter() - started)
+
+    def start_batchers(self) -> None:
+        """One loop thread per model: images (features and probs in one pass) and texts."""
+        settings = self.batching or BatchSettings()
+        if self.image_batcher is None:
+            self.image_batcher = Batcher(
+                self.image_encoder, name="image", max_batch_size=settings.max_batch_size,
+                timeout_ms=settings.timeout_ms, max_queue=settings.max_queue,
+            ).start()
+        if self.text_batcher is None:
+            self.text_batcher = Batcher(
+                self.text_encoder.encode, name="text", max_batch_size=settings.max_batch_size,
+                timeout_ms=settings.timeout_ms, max_queue=settings.max_text_queue,
+            ).start()
+
+    def close(self) -> None:
+        """Stop the batchers: queued callers get BatcherClosedError, the pass in flight finishes."""
+        for batcher in (self.image_batcher, self.text_batcher):
+            if batcher is not None:
+                batcher.close()
+        self.image_batcher = self.text_batcher = None
 
     def describe(self) -> list[dict]:
         return [self.image_encoder.describe(), self.text_encoder.describe(), self.fusion_head.describe()]
@@ -122,3 +180,8 @@ class RegistryLoader:
     @property
     def registry(self) -> ModelRegistry | None:
         return self._registry
+
+    def close(self) -> None:
+        """Stop the registry's batchers (worker exit); a no-op while loading or after a failure."""
+        if self._registry is not None:
+            self._registry.close()

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.image_encoders import BATCH_BUCKETS, batch_buckets, pad_rows
+
 
 @dataclass
 class TextEncoder:
@@ -17,12 +19,15 @@ class TextEncoder:
     max_tokens: int
     preprocessing: str = ""
     weights_sha256: str | None = None
+    buckets: tuple[int, ...] = BATCH_BUCKETS
     _fn: object = field(default=None, repr=False)
 
     def __post_init__(self):
         import tensorflow as tf
 
         model = self.model
+        # One shape-polymorphic graph (traced once); rows are padded to `buckets` and the tokenizer pads
+        # lengths to its own buckets, so only a few shapes ever reach the kernels.
         spec = tf.TensorSpec([None, None], tf.int32)
 
         @tf.function(input_signature=[spec, spec])
@@ -31,12 +36,27 @@ class TextEncoder:
 
         self._fn = forward
 
+    def set_max_batch_size(self, max_batch_size: int) -> None:
+        self.buckets = batch_buckets(max_batch_size)
+
+    def warmup(self) -> None:
+        """Trace the graph and run it once per row bucket."""
+        for bucket in self.buckets:
+            self.encode(["warm-up"] * bucket)
+
+    def tracing_count(self) -> int:
+        return self._fn.experimental_get_tracing_count()
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """Texts -> (M, dim) float32 unit vectors."""
-        if not texts:
+        texts, n, largest = list(texts), len(texts), self.buckets[-1]
+        if n == 0:
             return np.zeros((0, self.dim), np.float32)
-        token_ids, mask = self.tokenizer.encode(list(texts))
-        return self._fn(token_ids, mask).numpy()
+        if n > largest:
+            return np.concatenate([self.encode(texts[i : i + largest]) for i in range(0, n, largest)])
+        bucket = next(b for b in self.buckets if b >= n)
+        token_ids, mask = self.tokenizer.encode(texts)
+        return self._fn(pad_rows(token_ids, bucket), pad_rows(mask, bucket)).numpy()[:n]
 
     def describe(self) -> dict:
         return {

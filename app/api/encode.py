@@ -5,7 +5,9 @@ from flask import Blueprint, request
 
 from app import inputs
 from app.errors import ApiError
+from app.openapi import POST_ERRORS, documented
 from app.registry import current_registry
+from app.schemas import EncodeForm, EncodeJson, EncodeResponse
 
 bp = Blueprint("encode", __name__)
 
@@ -15,10 +17,11 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 @bp.post("/encode")
+@documented(ok=EncodeResponse, errors=POST_ERRORS, json=EncodeJson, form=EncodeForm)
 def encode():
-    payload = inputs.read_payload(request)
-    normalize = inputs.get_bool(payload.fields, "normalize", True)
-    space = inputs.get_choice(payload.fields, "space", "native", ("native", "shared"))
+    """Image and/or text embeddings, in each encoder's native space or the shared (text) space."""
+    payload = inputs.read_payload(request, EncodeJson, EncodeForm)
+    normalize, space = payload.fields["normalize"], payload.fields["space"]
     texts = inputs.validate_texts(payload.texts)
     if not payload.images and not texts:
         raise ApiError(422, "no_inputs", "Send at least one image or one text.")

@@ -4,14 +4,18 @@ from flask import Blueprint, request
 
 from app import inputs
 from app.errors import ApiError
+from app.openapi import POST_ERRORS, documented
 from app.registry import current_registry
+from app.schemas import FuseForm, FuseJson, FuseResponse
 
 bp = Blueprint("fuse", __name__)
 
 
 @bp.post("/fuse")
+@documented(ok=FuseResponse, errors=POST_ERRORS, json=FuseJson, form=FuseForm)
 def fuse():
-    payload = inputs.read_payload(request)
+    """Fusion-head match probability and shared-space similarity of every (image, text) pair."""
+    payload = inputs.read_payload(request, FuseJson, FuseForm)
     texts = inputs.validate_texts(payload.texts)
     if not payload.images or not texts:
         raise ApiError(422, "missing_inputs", "/fuse needs at least one image and one text.")

@@ -1,0 +1,100 @@
+"""A bounded HTTP load generator on loopback: N requests from C threads, latencies and errors counted."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import threading
+import time
+import uuid
+
+import numpy as np
+
+PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png")
+
+
+def photo_jpegs() -> list[bytes]:
+    """scikit-image's sample photos, re-encoded as JPEG (quality 90)."""
+    import skimage
+    from PIL import Image
+
+    folder = os.path.join(os.path.dirname(skimage.__file__), "data")
+    out = []
+    for name in PHOTOS:
+        buf = io.BytesIO()
+        Image.open(os.path.join(folder, name)).convert("RGB").save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def multipart(field: str, data: bytes, filename: str = "photo.jpg") -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def image_bodies() -> list[tuple[bytes, str]]:
+    return [multipart("image", jpeg) for jpeg in photo_jpegs()]
+
+
+def text_bodies() -> list[tuple[bytes, str]]:
+    texts = ["a cat sleeping on a sofa", "a cup of coffee on a saucer", "an astronaut in a white space suit"]
+    return [(json.dumps({"texts": [t]}).encode(), "application/json") for t in texts]
+
+
+def run_load(port: int, path: str, bodies, concurrency: int, requests: int, timeout: float = 60) -> dict:
+    """POST `requests` bodies (round-robin) with `concurrency` threads; one connection per request."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            body, ctype = bodies[i % len(bodies)]
+            started = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                conn.request("POST", path, body, {"Content-Type": ctype})
+                resp = conn.getresponse()
+                resp.read()
+                status = str(resp.status)
+                conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                status = type(exc).__name__
+            elapsed = time.perf_counter() - started
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == "200":
+                    latencies.append(elapsed)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    ok = statuses.get("200", 0)
+    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "ok": ok,
+        "errors": requests - ok,
+        "statuses": statuses,
+        "seconds": wall,
+        "req_per_s": ok / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p90_ms": float(np.percentile(lat, 90)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }

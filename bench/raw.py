@@ -1,0 +1,77 @@
+"""The ceiling: the served compiled forward passes alone, no HTTP, at each batch size.
+
+    python -m bench.raw --image-encoder efficientnet_lite0 --model-dir model_store [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+SENTENCE = "a photo of a small grey cat sitting on a wooden table"
+
+
+def timed(fn, min_seconds: float, min_calls: int = 3) -> float:
+    """Seconds per call, after two untimed calls."""
+    fn()
+    fn()
+    calls, started = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - started < min_seconds:
+        fn()
+        calls += 1
+    return (time.perf_counter() - started) / calls
+
+
+def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), seconds: float = 2.0) -> dict:
+    from config import load_config
+    from models import weights
+    from models.image_encoders import BATCH_BUCKETS
+    from models.loading import configure_tensorflow, load_image_encoder, load_text_encoder
+
+    configure_tensorflow(load_config())
+    manifest = weights.verify(model_dir, [image_encoder, weights.TEXT_ENCODER])
+    image = load_image_encoder(image_encoder, model_dir, manifest["models"][image_encoder])
+    image.buckets = BATCH_BUCKETS
+    text = load_text_encoder(model_dir, manifest["models"][weights.TEXT_ENCODER])
+    text.buckets = BATCH_BUCKETS
+    size = image.input_size
+    rng = np.random.default_rng(0)
+    out = {"images": {}, "texts": {}}
+    for n in batches:
+        pixels = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+        per_call = timed(lambda p=pixels: image(p), seconds)
+        out["images"][n] = {"latency_ms": 1000 * per_call, "per_s": n / per_call}
+        print(f"raw {image_encoder} batch {n:>2}: {n / per_call:7.1f} images/s  ({1000 * per_call:.1f} ms/call)",
+              flush=True)
+    for n in (1, 8, 32):
+        texts = [SENTENCE] * n
+        per_call = timed(lambda t=texts: text.encode(t), seconds / 2)
+        out["texts"][n] = {"latency_ms": 1000 * per_call, "per_s": n / per_call}
+        print(f"raw minilm batch {n:>2}: {n / per_call:7.1f} texts/s  ({1000 * per_call:.1f} ms/call)", flush=True)
+    best = max(out["images"], key=lambda k: out["images"][k]["per_s"])
+    out["best_image_batch"] = best
+    out["best_text_batch"] = max(out["texts"], key=lambda k: out["texts"][k]["per_s"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image-encoder", default="efficientnet_lite0")
+    parser.add_argument("--model-dir", default="model_store")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    result = measure(args.image_encoder, args.model_dir, seconds=args.seconds)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

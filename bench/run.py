@@ -1,0 +1,255 @@
+"""The benchmark suite: raw model, the real server (gunicorn, project defaults), the naive Flask baseline.
+
+    python -m bench.run [--image-encoder efficientnet_lite0|resnet50|all] [--env KEY=VALUE ...] [--skip-naive]
+
+All in one run on one machine, so the ratios hold on a noisy box. Prints a table and the ratios, and writes
+bench/results/<encoder>-<time>.json. Every phase is bounded (fixed request counts sized from the raw rate).
+ResNet50 runs on random-initialised weights unless MODEL_DIR holds real ones (speed is the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from bench.load import image_bodies, photo_jpegs, run_load, text_bodies
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+PY = sys.executable
+CONCURRENCY = (1, 4, 8, 16)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, limit: float = 240) -> float:
+    """Seconds until /readyz is 200 on 20 fresh connections in a row (every worker, with several)."""
+    started, streak = time.perf_counter(), 0
+    while time.perf_counter() - started < limit:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                streak = streak + 1 if resp.status == 200 else 0
+        except OSError:
+            streak = 0
+        if streak >= 20:
+            return time.perf_counter() - started
+        time.sleep(0.2 if streak == 0 else 0.01)
+    raise RuntimeError(f"server not ready after {limit} s")
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def model_dir_for(encoder: str) -> str:
+    from config import load_config
+    from models import weights
+
+    model_dir = load_config()["MODEL_DIR"]
+    if encoder in weights.read_manifest(model_dir)["models"]:
+        return model_dir
+    out = os.path.join(RESULTS, f"model_store_{encoder}_random")
+    subprocess.run([PY, "-m", "bench.random_weights", "--source", model_dir, "--out", out], cwd=ROOT, check=True)
+    return out
+
+
+def requests_for(rate: float, concurrency: int, seconds: float) -> int:
+    n = max(4 * concurrency, min(600, int(rate * seconds)))
+    return -(-n // concurrency) * concurrency
+
+
+def load_levels(port: int, rate: float, seconds: float, label: str, levels=CONCURRENCY) -> dict:
+    bodies, out = image_bodies(), {}
+    run_load(port, "/encode", bodies, 4, 8)  # first requests pay for lazy set-up: not counted
+    for c in levels:
+        r = run_load(port, "/encode", bodies, c, requests_for(rate, c, seconds / (2 if c == 1 else 1)))
+        out[c] = r
+        print(f"{label:>7} c={c:<2} {r['req_per_s']:7.1f} req/s {r['req_per_s']:7.1f} images/s  "
+              f"p50 {r['p50_ms']:6.1f}  p90 {r['p90_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  "
+              f"errors {r['errors']} {r['statuses']}", flush=True)
+    return out
+
+
+def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extra_env: dict,
+                 levels=CONCURRENCY, extras: bool = True) -> dict:
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "IMAGE_ENCODER": encoder, "MODEL_DIR": model_dir,
+           "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING", **extra_env}
+    log = tempfile.NamedTemporaryFile("w+", prefix="bench-gunicorn-", suffix=".log", delete=False)
+    proc = subprocess.Popen([os.path.join(os.path.dirname(PY), "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        startup = wait_ready(port, proc)
+        print(f" server ready in {startup:.1f} s (gunicorn log: {log.name})", flush=True)
+        out = {"startup_s": startup, "env": extra_env, "levels": load_levels(port, rate, seconds, "server", levels)}
+        if not extras:
+            return out
+        texts = run_load(port, "/encode", text_bodies(), 8, 400)
+        out["texts_c8"] = texts
+        print(f" server texts c=8 {texts['req_per_s']:7.1f} texts/s  p50 {texts['p50_ms']:.1f} ms  "
+              f"errors {texts['errors']}", flush=True)
+        # Past the queue's bound: 16 clients x 16 images each must get 200s or explicit 429s, nothing else.
+        big = [_many_images(photo_jpegs(), 16)]
+        over = run_load(port, "/encode", big, 16, 32)
+        out["overload_c16x16"] = over
+        print(f" server overload 16 clients x 16 images: {over['statuses']}", flush=True)
+        out["worker_rss_mib"] = [round(rss_mib(pid), 1) for pid in children(proc.pid)]
+        out["master_rss_mib"] = round(rss_mib(proc.pid), 1)
+        print(f" worker RSS after load: {out['worker_rss_mib']} MiB (master {out['master_rss_mib']} MiB)")
+        return out
+    finally:
+        stop(proc)
+
+
+def _many_images(jpegs: list[bytes], n: int) -> tuple[bytes, str]:
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{i}.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode() + jpegs[i % len(jpegs)] + b"\r\n"
+        for i in range(n)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float) -> dict:
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="bench-naive-", suffix=".log", delete=False)
+    proc = subprocess.Popen(
+        [PY, "-m", "bench.naive_server", "--port", str(port), "--image-encoder", encoder, "--model-dir", model_dir],
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        startup = wait_ready(port, proc)
+        print(f" naive server ready in {startup:.1f} s", flush=True)
+        return {"startup_s": startup, "levels": load_levels(port, rate, seconds, "naive")}
+    finally:
+        stop(proc)
+
+
+def bench_encoder(encoder: str, args) -> dict:
+    print(f"\n=== {encoder} ===", flush=True)
+    model_dir = model_dir_for(encoder)
+    if args.raw_from:  # sweeps: reuse the raw figures of an earlier run of the same encoder
+        with open(args.raw_from) as f:
+            raw = json.load(f)["raw"]
+    else:
+        with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+            subprocess.run([PY, "-m", "bench.raw", "--image-encoder", encoder, "--model-dir", model_dir,
+                            "--seconds", str(args.raw_seconds), "--json", tmp.name], cwd=ROOT, check=True)
+            with open(tmp.name) as f:
+                raw = json.load(f)
+    best = raw["images"][str(raw["best_image_batch"])]
+    result = {"encoder": encoder, "model_dir": model_dir, "raw": raw}
+    if args.sweep:  # only the server, at c=1 and c=8, once per --env setting
+        for setting in args.env:
+            print(f"-- {setting[0]}: {setting[1] or 'project defaults'}", flush=True)
+            env = dict(kv.split("=", 1) for kv in setting[1].split(",")) if setting[1] else {}
+            bench_server(encoder, model_dir, best["per_s"], args.seconds, env, (1, 8), extras=False)
+        raise SystemExit(0)
+    result["server"] = bench_server(encoder, model_dir, best["per_s"], args.seconds, dict(args.env))
+    if not args.skip_naive:
+        result["naive"] = bench_naive(encoder, model_dir, best["per_s"] * 0.5, args.seconds)
+    result["ratios"] = ratios(result)
+    return result
+
+
+def ratios(result: dict) -> dict:
+    raw, server = result["raw"], result["server"]["levels"]
+    best = raw["images"][str(raw["best_image_batch"])]["per_s"]
+    out = {
+        "server8_over_raw_best": server[8]["req_per_s"] / best,
+        "server_p50_1_over_raw_batch1_latency": server[1]["p50_ms"] / raw["images"]["1"]["latency_ms"],
+    }
+    if "naive" in result:
+        out["server8_over_naive8"] = server[8]["req_per_s"] / result["naive"]["levels"][8]["req_per_s"]
+    return out
+
+
+def print_summary(result: dict) -> None:
+    raw, r = result["raw"], result["ratios"]
+    best = raw["best_image_batch"]
+    print(f"\n--- {result['encoder']} summary ---")
+    print(f"raw batch 1: {raw['images']['1']['per_s']:.1f} images/s ({raw['images']['1']['latency_ms']:.1f} ms); "
+          f"best batch {best}: {raw['images'][str(best)]['per_s']:.1f} images/s; "
+          f"texts: {raw['texts']['1']['per_s']:.0f}/s at 1, {raw['texts'][str(raw['best_text_batch'])]['per_s']:.0f}/s "
+          f"at {raw['best_text_batch']}")
+    print("          " + "  ".join(f"c={c:<2} img/s  p50 ms" for c in CONCURRENCY))
+    for name in ("server", "naive"):
+        if name in result:
+            levels = result[name]["levels"]
+            print(f"{name:>8}  " + "  ".join(f"{levels[c]['req_per_s']:8.1f} {levels[c]['p50_ms']:7.1f}"
+                                            for c in CONCURRENCY))
+    print(f"server(8) / raw(best)            = {r['server8_over_raw_best']:.2f}   (target >= 0.90)")
+    if "server8_over_naive8" in r:
+        print(f"server(8) / naive(8)             = {r['server8_over_naive8']:.2f}   (target >= 1.7)")
+    print(f"server p50(1) / raw batch-1 lat. = {r['server_p50_1_over_raw_batch1_latency']:.2f}   (target <= 1.2)")
+    s = result["server"]
+    print(f"start-up to ready {s['startup_s']:.1f} s; worker RSS {s['worker_rss_mib']} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image-encoder", default="efficientnet_lite0",
+                        choices=("efficientnet_lite0", "resnet50", "all"))
+    parser.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                        help="KEY=VALUE for the server (e.g. BATCH_TIMEOUT_MS=5); repeatable")
+    parser.add_argument("--seconds", type=float, default=5.0, help="target length of each load level")
+    parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--sweep", action="store_true",
+                        help="compare server settings: each --env NAME=K=V[,K=V] is one setting, c=1 and c=8 only")
+    parser.add_argument("--raw-from", help="a results JSON whose raw figures to reuse (for settings sweeps)")
+    args = parser.parse_args()
+    os.makedirs(RESULTS, exist_ok=True)
+    encoders = ("efficientnet_lite0", "resnet50") if args.image_encoder == "all" else (args.image_encoder,)
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    for encoder in encoders:
+        result = bench_encoder(encoder, args)
+        result.update(machine=machine, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        print_summary(result)
+        path = os.path.join(RESULTS, f"{encoder}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+        print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
