@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify, redirect
+from flask import Flask, jsonify, redirect, send_from_directory
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 
 from app.schemas import ErrorResponse
@@ -76,6 +76,28 @@ def init_openapi(app: Flask) -> SpecTree:
         )(view)
     api.register(app)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(api.spec))
-    app.add_url_rule("/docs", "openapi_docs_index", lambda: redirect("/docs/swagger/"))
+    app.add_url_rule("/docs", "openapi_docs_index", lambda: redirect("/docs/"))
+    app.add_url_rule("/docs/", "offline_docs", _offline_docs)
+    app.add_url_rule("/docs/assets/<path:name>", "offline_docs_assets", _docs_asset)
     app.extensions["openapi"] = api
     return api
+
+
+# Swagger UI from the swagger-ui-bundle wheel, so the docs page works on hosts without internet
+# (spectree's own /docs/swagger/ and /docs/redoc/ pages load their scripts from a CDN).
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Multimodal inference API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="ui"></div><script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>
+"""
+
+
+def _offline_docs():
+    return _DOCS_PAGE, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+def _docs_asset(name: str):
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(str(swagger_ui_path), name)

@@ -45,7 +45,12 @@ def test_spec_is_served_and_lists_every_route(served_app):
 
 def test_docs_page_is_served(served_app):
     client = served_app.test_client()
-    assert client.get("/docs").headers["Location"].endswith("/docs/swagger/")
+    assert client.get("/docs").headers["Location"].endswith("/docs/")
+    offline = client.get("/docs/")
+    assert offline.status_code == 200 and b"/openapi.json" in offline.data
+    script = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.data) > 100_000  # served locally, no CDN
+    assert client.get("/docs/assets/../../config.py").status_code == 404
     page = client.get("/docs/swagger/")
     assert page.status_code == 200 and b"/docs/openapi.json" in page.data
     assert client.get("/docs/openapi.json").json == client.get("/openapi.json").json
