@@ -86,7 +86,10 @@ class FusionHead:
         return {
             "name": self.name,
             "kind": "fusion",
-            "architecture": "image -> class softmax -> class-name mix; concat(image, text, product, difference) -> dense(relu) -> dense(sigmoid)",
+            "architecture": (
+                "image -> class softmax -> class-name mix; concat(image, text, product, difference) "
+                "-> dense(relu) -> dense(sigmoid)"
+            ),
             "input_size": [self.image_dim + self.text_dim],
             "output_dim": 1,
             "trained": self.trained,

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
-import numpy as np
 import keras
+import numpy as np
 from keras import layers, ops
 
 __all__ = [

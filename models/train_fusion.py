@@ -76,7 +76,8 @@ def image_features(paths: list[str], encoder, cache_dir: str | None, verbose: in
 
     features: dict[str, np.ndarray] = {}
     todo = sorted(set(paths))
-    folder = os.path.join(cache_dir, f"{encoder.name}-{(encoder.weights_sha256 or 'random')[:16]}") if cache_dir else None
+    tag = f"{encoder.name}-{(encoder.weights_sha256 or 'random')[:16]}"
+    folder = os.path.join(cache_dir, tag) if cache_dir else None
     if folder:
         os.makedirs(folder, exist_ok=True)
     progress = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="image")
@@ -104,8 +105,8 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
     paths = [r[0] for r in rows]
     feats = image_features(paths, image_encoder, cache_dir, verbose)
     texts = sorted({r[1] for r in rows})
-    embedded = dict(zip(texts, np.concatenate([text_encoder.encode(texts[i:i + 64])
-                                               for i in range(0, len(texts), 64)])))
+    vectors = np.concatenate([text_encoder.encode(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    embedded = dict(zip(texts, vectors, strict=True))
     x_image = np.stack([feats[p] for p in paths]).astype(np.float32)
     x_text = np.stack([embedded[r[1]] for r in rows]).astype(np.float32)
     labels = np.array([r[2] for r in rows], np.float32)

@@ -140,7 +140,7 @@ def test_parity_with_pytorch_reference(tokenizer, embed, reference):
     texts = [s["text"] for s in reference["sentences"]]
     ref = np.array([s["embedding"] for s in reference["sentences"]], dtype=np.float32)
     # one by one (each in its own bucket)
-    for text, r in zip(texts, ref):
+    for text, r in zip(texts, ref, strict=True):
         e = embed(*tokenizer.encode([text]))[0]
         diff = float(np.abs(e - r).max())
         assert diff <= 1e-4, (text[:40], diff)
