@@ -21,6 +21,9 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint --no-color --failure-threshold warning Dockerfile
 
+bench: install  ## raw model vs real server vs naive Flask, same run; figures printed and in bench/results/*.json
+	$(PY) -m bench.run --image-encoder all
+
 train-default-head: install  ## train the default fusion head again (fixed seed) into MODEL_DIR/fusion_head
 	$(PY) -m models.default_head --force
 

@@ -199,7 +199,8 @@ def ratios(result: dict) -> dict:
         "server_p50_1_over_raw_batch1_latency": server[1]["p50_ms"] / raw["images"]["1"]["latency_ms"],
     }
     if "naive" in result:
-        out["server8_over_naive8"] = server[8]["req_per_s"] / result["naive"]["levels"][8]["req_per_s"]
+        naive8 = result["naive"]["levels"][8]["req_per_s"]
+        out["server8_over_naive8"] = server[8]["req_per_s"] / naive8 if naive8 else float("inf")
     return out
 
 

@@ -1,10 +1,12 @@
 """Dynamic batching across requests: one loop thread per model runs the forward passes of many callers.
 
 Request threads `submit()` their rows (a uint8 array, a list of strings); the loop forms a batch of at
-most `max_batch_size` rows, waiting at most `timeout_ms` after the first row for others to join, runs one
-forward pass and hands each caller its own rows back, in order. A request larger than the batch is cut
-across several passes and merged again. The queue is bounded in rows: past it `submit` raises
-`QueueFullError` at once, and rows whose caller has given up are dropped before they cost a pass.
+most `max_batch_size` rows, runs one forward pass and hands each caller its own rows back, in order. Before
+a pass it waits, at most `timeout_ms`, until as many rows are queued as were recently outstanding at once
+(the callers of the last batch are on their way back), so batches fill under load and a lone caller never
+waits. A request larger than the batch is cut across several passes and merged again. The queue is bounded
+in rows: past it `submit` raises `QueueFullError` at once, and rows whose caller has given up are dropped
+before they cost a pass.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class BatchSettings:
     """How a worker batches; the defaults are the measured ones documented in config.py."""
 
     max_batch_size: int = 8
-    timeout_ms: float = 5.0
+    timeout_ms: float = 20.0
     max_queue: int = 64
     max_text_queue: int = 1024
     request_timeout_s: float = 30.0
@@ -102,8 +104,8 @@ class Batcher:
         forward: Callable[[Any], np.ndarray | tuple[np.ndarray, ...]],
         *,
         name: str = "model",
-        max_batch_size: int = 16,
-        timeout_ms: float = 5.0,
+        max_batch_size: int = 8,
+        timeout_ms: float = 20.0,
         max_queue: int = 64,
     ):
         if max_batch_size < 1 or max_queue < 1 or timeout_ms < 0:
@@ -122,8 +124,12 @@ class Batcher:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._seconds_per_row = 0.05  # running estimate, for Retry-After
-        self._last_arrival = 0.0
-        self._arrival_gap = math.inf  # running estimate of the time between two submits
+        # How many rows are usually outstanding (queued or in the model) at once: the concurrency the
+        # loop waits for, instead of always waiting `timeout_s` (which would tax a lone caller).
+        self._inflight_rows = 0
+        self._peak = [0, 0]  # the peak of this window and of the previous one
+        self._window_started = 0.0
+        self._window = 0.1  # seconds: a few forward passes, so the estimate follows the load quickly
         self.batches = 0  # forward passes run, for tests and logs
         self.rows = 0
 
@@ -169,12 +175,9 @@ class Batcher:
             if self._queued_rows and self._queued_rows + request.size > self.max_queue:
                 retry = max(1, math.ceil(self._queued_rows * self._seconds_per_row))
                 raise QueueFullError(self.name, self._queued_rows, request.size, self.max_queue, retry)
-            now = time.monotonic()
-            gap = now - self._last_arrival
-            self._arrival_gap = gap if math.isinf(self._arrival_gap) else 0.7 * self._arrival_gap + 0.3 * gap
-            self._last_arrival = now
             self._queue.append(request)
             self._queued_rows += request.size
+            self._note_outstanding()
             self._cond.notify_all()
         if not request.done.wait(None if timeout is None else max(0.0, deadline - time.monotonic())):
             with self._cond:
@@ -206,11 +209,12 @@ class Batcher:
                 if self._queue:
                     break
                 self._cond.wait()
-            # Give other callers `timeout_s` to join, unless the batch is full or, judging by the recent
-            # arrivals, nobody else is likely to come that soon (a lone caller then pays no delay).
-            wait = self.timeout_s if self._arrival_gap < self.timeout_s else 0.0
-            until = time.monotonic() + wait
-            while self._queued_rows < self.max_batch_size and not self._closed:
+            # Wait (at most `timeout_s`) for as many rows as were recently outstanding at once: callers
+            # of the last batch are on their way back. A lone caller therefore never waits.
+            self._note_outstanding()
+            target = min(self.max_batch_size, max(self._peak))
+            until = time.monotonic() + self.timeout_s
+            while self._queued_rows < target and not self._closed:
                 left = until - time.monotonic()
                 if left <= 0:
                     break
@@ -228,7 +232,16 @@ class Batcher:
                 self._queued_rows -= n
                 if request.taken == request.size:
                     self._queue.popleft()
+            self._inflight_rows = self.max_batch_size - room
             return batch
+
+    def _note_outstanding(self) -> None:
+        """Track the peak of queued + computing rows over recent windows (called with the lock held)."""
+        now = time.monotonic()
+        if now - self._window_started > self._window:
+            self._peak = [0, self._peak[0]]
+            self._window_started = now
+        self._peak[0] = max(self._peak[0], self._queued_rows + self._inflight_rows)
 
     def _loop(self) -> None:
         while True:
@@ -243,9 +256,14 @@ class Batcher:
                 outputs = self.forward(rows)
             except Exception as exc:  # noqa: BLE001 - goes to this batch's callers; the loop keeps serving
                 log.warning("%s batch of %d rows failed: %s", self.name, len(rows), exc)
+                with self._cond:
+                    self._inflight_rows = 0
                 self._fail_batch(batch, exc)
                 continue
             elapsed = time.perf_counter() - started
+            with self._cond:
+                self._inflight_rows = 0
+                self._window = max(0.1, 3 * elapsed)
             self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / len(rows)
             self.batches += 1
             self.rows += len(rows)

@@ -29,3 +29,29 @@ def conse_embed(probs: np.ndarray, class_embs: np.ndarray, top_k: int = 10) -> n
     weights = weights / weights.sum(axis=1, keepdims=True).clip(1e-12)
     mixed = np.einsum("nk,nkd->nd", weights, class_embs[top])
     return mixed / np.linalg.norm(mixed, axis=1, keepdims=True).clip(1e-12)
+
+
+def embed_classes(text_encoder, names) -> np.ndarray:
+    """(len(names), D) class embeddings from a text encoder (about 3,000 prompts; seconds on 2 cores)."""
+    prompts = class_prompts(names)
+    embedded = np.concatenate([text_encoder.encode(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+    return class_embeddings(embedded, len(names))
+
+
+def cached_class_embeddings(text_encoder, names, cache_dir: str) -> np.ndarray:
+    """embed_classes, computed once per text encoder, prompt set and class list, then read from cache_dir."""
+    import hashlib
+    import os
+    import tempfile
+
+    key = hashlib.sha256("\n".join(class_prompts(names)).encode()).hexdigest()[:12]
+    weights = (text_encoder.weights_sha256 or "random")[:12]
+    path = os.path.join(cache_dir, f"class_embeddings-{weights}-{key}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    result = embed_classes(text_encoder, names)
+    os.makedirs(cache_dir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as f:
+        np.save(f, result)
+    os.replace(f.name, path)  # atomic: several workers may race to write it
+    return result

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     x_image, x_text, labels, groups = build_dataset(image, text, args.seed)
     params = HyperParameters(epochs=EPOCHS, batch_size=BATCH, val_split=0.1, learning_rate=1e-3, seed=args.seed)
     model, history, metrics = train_head(x_image, x_text, labels, groups, params, verbose=2,
-                                         teacher=teacher_weights(image, text))
+                                         teacher=teacher_weights(image, text, os.path.join(args.model_dir, "cache")))
     digest = hashlib.sha256(x_image.tobytes() + x_text.tobytes() + labels.tobytes()).hexdigest()
     manifest = {
         "name": "default_fusion_head",

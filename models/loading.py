@@ -6,7 +6,8 @@ import logging
 import os
 from typing import Any
 
-from models import weights
+from models import bridge, weights
+from models.batching import BatchSettings
 from models.fusion import FusionHead, build_fusion_head
 from models.heads import load_head
 from models.image_encoders import ImageEncoder
@@ -83,4 +84,7 @@ def build_registry(config: dict[str, Any]) -> ModelRegistry:
     image = load_image_encoder(name, config["MODEL_DIR"], manifest["models"][name])
     text = load_text_encoder(config["MODEL_DIR"], manifest["models"][weights.TEXT_ENCODER])
     head = load_fusion_head(config, image, text)
-    return ModelRegistry(image, text, head, class_names())
+    registry = ModelRegistry(image, text, head, class_names(), batching=BatchSettings.from_config(config))
+    registry.class_embeddings = bridge.cached_class_embeddings(text, registry.class_names,
+                                                                os.path.join(config["MODEL_DIR"], "cache"))
+    return registry

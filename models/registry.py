@@ -56,18 +56,18 @@ class ModelRegistry:
 
         Once warm, the rows join other requests' in the image batcher (QueueFullError when it is full).
         """
-        if len(pixels) == 0:
-            features, probs = self.image_encoder(pixels)
-        elif self.image_batcher is not None:
-            features, probs = self.image_batcher.submit(pixels, self._timeout())
+        batcher = self.image_batcher  # read once: close() may clear it meanwhile
+        if len(pixels) and batcher is not None:
+            features, probs = batcher.submit(pixels, self._timeout())
         else:
             features, probs = self.image_encoder(pixels)
         return ImageResult(features, probs)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts -> (M, D) L2-normalised sentence embeddings (batched with other requests' once warm)."""
-        if texts and self.text_batcher is not None:
-            return self.text_batcher.submit(list(texts), self._timeout())
+        batcher = self.text_batcher
+        if texts and batcher is not None:
+            return batcher.submit(list(texts), self._timeout())
         return self.text_encoder.encode(texts)
 
     def _timeout(self) -> float | None:
@@ -101,9 +101,8 @@ class ModelRegistry:
         size = self.image_encoder.input_size
         result = self.image_encoder(np.zeros((1, size, size, 3), np.uint8))
         self.match(result[0], self.text_encoder.encode(["warm-up"]))
-        prompts = bridge.class_prompts(self.class_names)
-        embeddings = self.text_encoder.encode(prompts)
-        self.class_embeddings = bridge.class_embeddings(embeddings, len(self.class_names))
+        if self.class_embeddings is None:  # build_registry hands in a cached copy
+            self.class_embeddings = bridge.embed_classes(self.text_encoder, self.class_names)
         self.start_batchers()
         self.warm = True
         log.info("models warmed up in %.1f s", time.perf_counter() - started)

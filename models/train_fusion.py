@@ -21,7 +21,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from models.training import HyperParameters, train_head, write_outputs
+from models.training import HyperParameters, teacher_weights, train_head, write_outputs
 
 
 class DataError(ValueError):
@@ -110,7 +110,9 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
     x_image = np.stack([feats[p] for p in paths]).astype(np.float32)
     x_text = np.stack([embedded[r[1]] for r in rows]).astype(np.float32)
     labels = np.array([r[2] for r in rows], np.float32)
-    model, history, metrics = train_head(x_image, x_text, labels, np.array(paths), params, verbose)
+    # Start from (and freeze) the classifier and class-name layers: little data then still generalises.
+    teacher = teacher_weights(image_encoder, text_encoder, os.path.dirname(cache_dir) if cache_dir else None)
+    model, history, metrics = train_head(x_image, x_text, labels, np.array(paths), params, verbose, teacher)
     data_hash = hashlib.sha256(_file_sha256(data).encode() + "".join(sorted(
         _file_sha256(p) for p in set(paths))).encode()).hexdigest()
     manifest = {

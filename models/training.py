@@ -28,15 +28,15 @@ class HyperParameters:
     dropout: float = 0.2
 
 
-def teacher_weights(image_encoder, text_encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def teacher_weights(image_encoder, text_encoder, cache_dir: str | None = None) -> tuple[np.ndarray, ...]:
     """The head's starting point: the image encoder's ImageNet classifier and the class names' embeddings."""
     from models import bridge
     from models.imagenet import class_names
 
     kernel, bias = classifier_weights(image_encoder.model)
-    prompts = bridge.class_prompts(class_names())
-    embedded = np.concatenate([text_encoder.encode(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-    return kernel, bias, bridge.class_embeddings(embedded, len(class_names()))
+    if cache_dir:
+        return kernel, bias, bridge.cached_class_embeddings(text_encoder, class_names(), cache_dir)
+    return kernel, bias, bridge.embed_classes(text_encoder, class_names())
 
 
 def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,15 @@ def test_each_caller_gets_its_own_rows_in_order_from_many_threads(make_batcher):
     assert len(forward.sizes) < len(sizes)  # requests really were batched together
 
 
+def test_a_lone_caller_does_not_wait_for_the_batch_timeout(make_batcher):
+    batcher = make_batcher(double_and_sum, max_batch_size=8, timeout_ms=500)
+    for i in range(3):
+        started = time.monotonic()
+        batcher.submit(rows(i, 1))
+        assert time.monotonic() - started < 0.25
+        time.sleep(0.01)
+
+
 def test_a_request_bigger_than_the_batch_is_split_and_merged(make_batcher):
     forward = Recorder()
     batcher = make_batcher(forward, max_batch_size=4)
