@@ -1,7 +1,7 @@
 """POST /caption: top ImageNet labels, a grounded caption, and optional ranking of candidate texts."""
 
 import numpy as np
-from flask import Blueprint, request
+from flask import Blueprint, jsonify, request
 
 from app import inputs
 from app.errors import ApiError
@@ -45,4 +45,4 @@ def caption():
             item["ranked"] = [{"text": candidates[j], "score": float(ranked_scores[i, j])} for j in order]
             item["ranked_by"] = ranked_by
         captions.append(item)
-    return {"captions": captions}
+    return jsonify({"captions": captions})

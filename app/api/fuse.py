@@ -1,6 +1,7 @@
 """POST /fuse: how well each text matches each image."""
 
-from flask import Blueprint, request
+import numpy as np
+from flask import Blueprint, jsonify, request
 
 from app import inputs
 from app.errors import ApiError
@@ -24,7 +25,8 @@ def fuse():
     images = registry.encode_images(pixels)
     text_embeddings = registry.encode_texts(texts)
     similarity = registry.shared_image_embeddings(images.probs) @ text_embeddings.T
-    return {
-        "match": registry.match(images.features, text_embeddings).tolist(),
-        "similarity": similarity.tolist(),
-    }
+    # A Response, not a dict: spectree would walk every float of a dict (~1.6 ms a request).
+    return jsonify({
+        "match": np.ascontiguousarray(registry.match(images.features, text_embeddings), np.float32),
+        "similarity": np.ascontiguousarray(similarity, np.float32),
+    })
