@@ -124,7 +124,7 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
     }
     outputs = write_outputs(out, model, history, metrics, manifest)
     if verbose:
-        print(json.dumps({"metrics": metrics, **outputs}, indent=2))
+        print(json.dumps({"final": metrics, **outputs}, indent=2))
     return metrics, model
 
 

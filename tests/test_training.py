@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
 
 from models import weights
+from models.example_pairs import write_example_pairs
 from models.heads import load_head
 from models.train_fusion import DataError, main, read_pairs
 from models.training import roc_auc, split_by_group
 
-SUBJECTS = {"chelsea": "a photo of a cat", "coffee": "a cup of espresso", "rocket": "a rocket on its launch pad",
-            "astronaut": "an astronaut in a space suit"}
-
 
 @pytest.fixture(scope="module")
-def pairs_csv(tmp_path_factory, photos):
-    """Crops and mirror images of four photos, each paired with its own text (1) and the others' (0)."""
-    import io
-
-    folder = tmp_path_factory.mktemp("pairs")
-    rows = []
-    for name, data in photos.items():
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        w, h = image.size
-        for k, box in enumerate([(0, 0, w, h), (0, 0, w * 3 // 4, h * 3 // 4), (w // 4, h // 4, w, h),
-                                 (w // 8, 0, w * 7 // 8, h), (0, h // 8, w, h * 7 // 8)]):
-            for flip in (False, True):
-                crop = image.crop(box)
-                path = f"{name}_{k}_{int(flip)}.png"
-                (ImageOps.mirror(crop) if flip else crop).save(folder / path)
-                for subject, text in SUBJECTS.items():
-                    rows.append({"image": path, "text": text, "label": int(subject == name)})
-    path = folder / "pairs.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, ["image", "text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
+def pairs_csv(tmp_path_factory):
+    """The demonstration dataset: crops of four photos, each paired with its own text (1) and the others' (0)."""
+    return write_example_pairs(str(tmp_path_factory.mktemp("pairs")))
 
 
 def test_training_command_learns_and_writes_its_outputs(pairs_csv, tmp_path, model_dir, real_registry):
