@@ -50,8 +50,11 @@ def cached_class_embeddings(text_encoder, names, cache_dir: str) -> np.ndarray:
     if os.path.exists(path):
         return np.load(path)
     result = embed_classes(text_encoder, names)
-    os.makedirs(cache_dir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as f:
-        np.save(f, result)
-    os.replace(f.name, path)  # atomic: several workers may race to write it
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as f:
+            np.save(f, result)
+        os.replace(f.name, path)  # atomic: several workers may race to write it
+    except OSError:  # a read-only MODEL_DIR (e.g. the container's) only costs the cache
+        pass
     return result

@@ -51,3 +51,20 @@ def test_match_is_a_probability_and_similarity_a_cosine(evaluation, real_client,
     match, sim = np.array(body["match"]), np.array(body["similarity"])
     assert ((0 <= match) & (match <= 1)).all() and ((-1 <= sim) & (sim <= 1)).all()
     assert match[0, 0] > 0.5 > match[0, 1] and sim[0, 0] > sim[0, 1]
+
+
+def test_class_embeddings_cache_survives_a_read_only_model_dir(tiny_registry, tmp_path):
+    import os
+
+    from models import bridge
+
+    names = tiny_registry.class_names[:5]
+    fresh = bridge.cached_class_embeddings(tiny_registry.text_encoder, names, str(tmp_path / "cache"))
+    (cached,) = os.listdir(tmp_path / "cache")
+    np.testing.assert_array_equal(np.load(tmp_path / "cache" / cached), fresh)
+    np.testing.assert_array_equal(bridge.cached_class_embeddings(tiny_registry.text_encoder, names,
+                                                                 str(tmp_path / "cache")), fresh)
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    again = bridge.cached_class_embeddings(tiny_registry.text_encoder, names, str(blocked / "cache"))
+    np.testing.assert_allclose(again, fresh, atol=1e-6)
