@@ -22,6 +22,7 @@ from dataclasses import asdict
 import numpy as np
 
 from models.training import HyperParameters, teacher_weights, train_head, write_outputs
+from models.weights import sha256_file
 
 
 class DataError(ValueError):
@@ -64,11 +65,6 @@ def read_pairs(path: str) -> list[tuple[str, str, int]]:
     return rows
 
 
-def _file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def image_features(paths: list[str], encoder, cache_dir: str | None, verbose: int = 1) -> dict[str, np.ndarray]:
     """Features of each distinct image, from the cache when the same bytes were seen with this encoder."""
     import keras
@@ -82,7 +78,7 @@ def image_features(paths: list[str], encoder, cache_dir: str | None, verbose: in
         os.makedirs(folder, exist_ok=True)
     progress = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="image")
     for i, path in enumerate(todo, 1):
-        cached = os.path.join(folder, _file_sha256(path) + ".npy") if folder else None
+        cached = os.path.join(folder, sha256_file(path) + ".npy") if folder else None
         if cached and os.path.exists(cached):
             features[path] = np.load(cached)
         else:
@@ -113,8 +109,8 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
     # Start from (and freeze) the classifier and class-name layers: little data then still generalises.
     teacher = teacher_weights(image_encoder, text_encoder, os.path.dirname(cache_dir) if cache_dir else None)
     model, history, metrics = train_head(x_image, x_text, labels, np.array(paths), params, verbose, teacher)
-    data_hash = hashlib.sha256(_file_sha256(data).encode() + "".join(sorted(
-        _file_sha256(p) for p in set(paths))).encode()).hexdigest()
+    data_hash = hashlib.sha256(sha256_file(data).encode() + "".join(sorted(
+        sha256_file(p) for p in set(paths))).encode()).hexdigest()
     manifest = {
         "name": os.path.basename(os.path.normpath(out)) or "fusion_head",
         "data": {"file": os.path.basename(data), "sha256": data_hash, "rows": len(rows),
