@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
+import threading
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
+
+T = TypeVar("T")
 
 # Decoded by content, never by file name; anything else is a 415.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
@@ -87,14 +93,29 @@ def _crop_extreme_aspect(image: Image.Image) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_side: int = 0) -> Image.Image:
-    """Decode one untrusted image into RGB; ApiError (400/413/415/422) on anything unusable.
+# Decoding a large PNG/WebP/BMP/GIF allocates its full size (up to MAX_IMAGE_PIXELS x 3 bytes and more
+# while converting); JPEG decodes at a reduced scale. Letting only two such decodes run at once per worker
+# bounds that transient memory however many request threads receive large images together.
+LARGE_PIXELS = 8_000_000
+LARGE_DECODES = threading.BoundedSemaphore(2)
 
-    `min_side` lets JPEG decode at a reduced scale (Pillow's draft) while keeping both sides >= it.
+
+def decode_and_preprocess(data: bytes, *, max_pixels: int, min_side: int, preprocess: Callable[[Image.Image], T]) -> T:
+    """Decode one untrusted image into RGB and `preprocess` it; ApiError (400/413/415/422) if unusable.
+
+    `min_side` lets JPEG decode at a reduced scale (Pillow's draft) while keeping both sides >= it. A large
+    non-JPEG image is decoded and preprocessed under LARGE_DECODES, so its full-size pixels are counted.
     """
     if not data:
         raise ApiError(400, "empty_image", "An image part is empty (0 bytes).")
     image = _open(data, max_pixels)
+    width, height = image.size
+    large = width * height > LARGE_PIXELS and image.format != "JPEG"
+    with LARGE_DECODES if large else contextlib.nullcontext():
+        return preprocess(_decode(image, min_side))
+
+
+def _decode(image: Image.Image, min_side: int) -> Image.Image:
     try:
         if image.format == "JPEG" and min_side:
             image.draft("RGB", (min_side, min_side))
@@ -112,4 +133,3 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int = 0) -> Image.Im
         raise ApiError(413, "image_too_large", "The image declares more pixels than this server decodes.") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error):
         raise ApiError(400, "invalid_image", "The image file is corrupt or truncated.") from None
-

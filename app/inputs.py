@@ -17,7 +17,7 @@ from flask import Request, current_app, g
 from pydantic import BaseModel, ValidationError
 
 from app.errors import ApiError
-from app.images import decode_image
+from app.images import decode_and_preprocess
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 # Options whose bad values are "well-formed but out of range" (422); other type errors are a 400.
@@ -133,11 +133,11 @@ def preprocess_images(images: list[bytes], encoder) -> np.ndarray:
     arrays = []
     for i, data in enumerate(images):
         try:
-            image = decode_image(data, max_pixels=max_pixels, min_side=size + size // 7)
+            arrays.append(decode_and_preprocess(data, max_pixels=max_pixels, min_side=size + size // 7,
+                                                preprocess=encoder.preprocess))
         except ApiError as err:
             err.message = f"images[{i}]: {err.message}"
             raise
-        arrays.append(encoder.preprocess(image))
     if not arrays:
         return np.zeros((0, size, size, 3), np.uint8)
     return np.stack(arrays)
