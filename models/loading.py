@@ -11,7 +11,7 @@ from models.batching import BatchSettings
 from models.fusion import FusionHead, build_fusion_head
 from models.heads import load_head
 from models.image_encoders import ImageEncoder
-from models.imagenet import class_names
+from models.imagenet import class_names, class_synonyms
 from models.registry import ModelRegistry
 from models.text import TextEncoder
 
@@ -84,7 +84,8 @@ def build_registry(config: dict[str, Any]) -> ModelRegistry:
     image = load_image_encoder(name, config["MODEL_DIR"], manifest["models"][name])
     text = load_text_encoder(config["MODEL_DIR"], manifest["models"][weights.TEXT_ENCODER])
     head = load_fusion_head(config, image, text)
-    registry = ModelRegistry(image, text, head, class_names(), batching=BatchSettings.from_config(config))
-    registry.class_embeddings = bridge.cached_class_embeddings(text, registry.class_names,
+    registry = ModelRegistry(image, text, head, class_names(), batching=BatchSettings.from_config(config),
+                             class_synonyms=class_synonyms())
+    registry.class_embeddings = bridge.cached_class_embeddings(text, registry.class_synonyms,
                                                                 os.path.join(config["MODEL_DIR"], "cache"))
     return registry

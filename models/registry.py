@@ -34,6 +34,7 @@ class ModelRegistry:
         fusion_head: FusionHead,
         class_names,
         batching: BatchSettings | None = None,
+        class_synonyms=None,
     ):
         if fusion_head.image_dim != image_encoder.feature_dim or fusion_head.text_dim != text_encoder.dim:
             raise ValueError(
@@ -44,6 +45,8 @@ class ModelRegistry:
         self.text_encoder = text_encoder
         self.fusion_head = fusion_head
         self.class_names = tuple(class_names)
+        # What the shared space embeds per class: its synonyms when given, else its one name.
+        self.class_synonyms = tuple(class_synonyms) if class_synonyms is not None else self.class_names
         self.class_embeddings: np.ndarray | None = None
         self.warm = False
         self.batching = batching
@@ -102,7 +105,7 @@ class ModelRegistry:
         result = self.image_encoder(np.zeros((1, size, size, 3), np.uint8))
         self.match(result[0], self.text_encoder.encode(["warm-up"]))
         if self.class_embeddings is None:  # build_registry hands in a cached copy
-            self.class_embeddings = bridge.embed_classes(self.text_encoder, self.class_names)
+            self.class_embeddings = bridge.embed_classes(self.text_encoder, self.class_synonyms)
         self.start_batchers()
         self.warm = True
         log.info("models warmed up in %.1f s", time.perf_counter() - started)

@@ -31,12 +31,12 @@ class HyperParameters:
 def teacher_weights(image_encoder, text_encoder, cache_dir: str | None = None) -> tuple[np.ndarray, ...]:
     """The head's starting point: the image encoder's ImageNet classifier and the class names' embeddings."""
     from models import bridge
-    from models.imagenet import class_names
+    from models.imagenet import class_synonyms
 
     kernel, bias = classifier_weights(image_encoder.model)
     if cache_dir:
-        return kernel, bias, bridge.cached_class_embeddings(text_encoder, class_names(), cache_dir)
-    return kernel, bias, bridge.embed_classes(text_encoder, class_names())
+        return kernel, bias, bridge.cached_class_embeddings(text_encoder, class_synonyms(), cache_dir)
+    return kernel, bias, bridge.embed_classes(text_encoder, class_synonyms())
 
 
 def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
