@@ -6,6 +6,7 @@ for this app only. Validation stays in app/inputs.py (same pydantic models) so e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,7 @@ def init_openapi(app: Flask) -> SpecTree:
     return api
 
 
-# Swagger UI from the swagger-ui-bundle wheel, so the docs page works on hosts without internet
+# Swagger UI 5 (OpenAPI 3.1) from the flask-swagger-ui wheel's files, so the docs page works on hosts without internet
 # (spectree's own /docs/swagger/ and /docs/redoc/ pages load their scripts from a CDN).
 _DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Multimodal inference API</title>
@@ -98,6 +99,6 @@ def _offline_docs():
 
 
 def _docs_asset(name: str):
-    from swagger_ui_bundle import swagger_ui_path
+    import flask_swagger_ui
 
-    return send_from_directory(str(swagger_ui_path), name)
+    return send_from_directory(os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist"), name)
