@@ -65,20 +65,20 @@ def read_pairs(path: str) -> list[tuple[str, str, int]]:
     return rows
 
 
-def image_features(paths: list[str], encoder, cache_dir: str | None, verbose: int = 1) -> dict[str, np.ndarray]:
-    """Features of each distinct image, from the cache when the same bytes were seen with this encoder."""
+def image_features(hashes: dict[str, str], encoder, cache_dir: str | None, verbose: int = 1) -> dict[str, np.ndarray]:
+    """Features of each image (path -> sha256), from the cache when the same bytes were seen with this encoder."""
     import keras
     from PIL import Image, ImageOps
 
     features: dict[str, np.ndarray] = {}
-    todo = sorted(set(paths))
+    todo = sorted(hashes)
     tag = f"{encoder.name}-{(encoder.weights_sha256 or 'random')[:16]}"
     folder = os.path.join(cache_dir, tag) if cache_dir else None
     if folder:
         os.makedirs(folder, exist_ok=True)
     progress = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="image")
     for i, path in enumerate(todo, 1):
-        cached = os.path.join(folder, sha256_file(path) + ".npy") if folder else None
+        cached = os.path.join(folder, hashes[path] + ".npy") if folder else None
         if cached and os.path.exists(cached):
             features[path] = np.load(cached)
         else:
@@ -99,7 +99,8 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
 
     rows = read_pairs(data)
     paths = [r[0] for r in rows]
-    feats = image_features(paths, image_encoder, cache_dir, verbose)
+    hashes = {path: sha256_file(path) for path in set(paths)}  # feature cache keys and the data hash
+    feats = image_features(hashes, image_encoder, cache_dir, verbose)
     texts = sorted({r[1] for r in rows})
     vectors = np.concatenate([text_encoder.encode(texts[i : i + 64]) for i in range(0, len(texts), 64)])
     embedded = dict(zip(texts, vectors, strict=True))
@@ -109,12 +110,11 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
     # Start from (and freeze) the classifier and class-name layers: little data then still generalises.
     teacher = teacher_weights(image_encoder, text_encoder, os.path.dirname(cache_dir) if cache_dir else None)
     model, history, metrics = train_head(x_image, x_text, labels, np.array(paths), params, verbose, teacher)
-    data_hash = hashlib.sha256(sha256_file(data).encode() + "".join(sorted(
-        sha256_file(p) for p in set(paths))).encode()).hexdigest()
+    data_hash = hashlib.sha256((sha256_file(data) + "".join(sorted(hashes.values()))).encode()).hexdigest()
     manifest = {
         "name": os.path.basename(os.path.normpath(out)) or "fusion_head",
         "data": {"file": os.path.basename(data), "sha256": data_hash, "rows": len(rows),
-                 "images": len(set(paths)), "positives": int(labels.sum())},
+                 "images": len(hashes), "positives": int(labels.sum())},
         "encoders": encoder_identity(image_encoder, text_encoder),
         "hyperparameters": asdict(params),
     }
