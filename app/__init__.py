@@ -13,10 +13,7 @@ from config import load_config
 def create_app(test_config: dict[str, Any] | None = None, registry=None) -> Flask:
     """Build the app: config from the environment (overridden by `test_config`), errors, models, routes."""
     from app.forms import ApiRequest
-    from app.jsonprovider import OrjsonProvider
-
-    class ApiFlask(Flask):
-        json_provider_class = OrjsonProvider
+    from app.jsonprovider import ApiFlask
 
     app = ApiFlask(__name__)
     app.request_class = ApiRequest  # multipart text must be strict UTF-8

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -21,3 +22,9 @@ class OrjsonProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
+
+
+class ApiFlask(Flask):
+    """The app class: Flask with orjson responses."""
+
+    json_provider_class = OrjsonProvider
