@@ -21,8 +21,8 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint --no-color --failure-threshold warning Dockerfile
 
-bench: install  ## raw model vs real server vs naive Flask, same run; figures printed and in bench/results/*.json
-	$(PY) -m bench.run --image-encoder all
+bench: install-dev  ## raw model vs real server vs naive Flask, both runtimes, same run; figures in bench/results/*.json
+	$(PY) -m bench.run --image-encoder all --runtime all
 
 train-default-head: install  ## train the default fusion head again (fixed seed) into MODEL_DIR/fusion_head
 	$(PY) -m models.default_head --force

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 IMAGE_ENCODERS = ("efficientnet_lite0", "resnet50")
+# What runs the image encoder's forward pass: TensorFlow (default), or ONNX Runtime on a model converted from
+# the same weights by `python -m models.onnx_export` (see README.md, Throughput).
+IMAGE_RUNTIMES = ("tensorflow", "onnxruntime")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -32,6 +35,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false (1/0), got {env.get(name)!r}")
+
+
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name)
     return default if raw is None or raw == "" else raw
@@ -48,6 +62,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     image_encoder = _str(env, "IMAGE_ENCODER", "efficientnet_lite0")
     if image_encoder not in IMAGE_ENCODERS:
         raise ValueError(f"IMAGE_ENCODER must be one of {', '.join(IMAGE_ENCODERS)}, got {image_encoder!r}")
+    image_runtime = _str(env, "IMAGE_RUNTIME", "tensorflow")
+    if image_runtime not in IMAGE_RUNTIMES:
+        raise ValueError(f"IMAGE_RUNTIME must be one of {', '.join(IMAGE_RUNTIMES)}, got {image_runtime!r}")
     return {
         "HOST": _str(env, "HOST", "127.0.0.1"),
         "PORT": _int(env, "PORT", 8000, minimum=1),
@@ -55,6 +72,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "THREADS": _int(env, "THREADS", 8, minimum=1),
         "MODEL_DIR": _str(env, "MODEL_DIR", default_model_dir()),
         "IMAGE_ENCODER": image_encoder,
+        "IMAGE_RUNTIME": image_runtime,
         "RESNET50_WEIGHTS": env.get("RESNET50_WEIGHTS") or None,
         "FUSION_HEAD": env.get("FUSION_HEAD") or None,
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 32 * 1024 * 1024, minimum=1),
@@ -66,6 +84,10 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_CANDIDATES": _int(env, "MAX_CANDIDATES", 256, minimum=1),
         "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", 0),
         "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", 0),
+        # ONNX Runtime (IMAGE_RUNTIME=onnxruntime): intra-op threads (0: one per core), and whether idle
+        # threads spin (faster alone, but spinning takes CPU from the request threads on a small machine).
+        "ONNX_THREADS": _int(env, "ONNX_THREADS", 0),
+        "ONNX_SPINNING": _bool(env, "ONNX_SPINNING", False),
         "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
         # Dynamic batching (models/batching.py), per model per worker; defaults measured with bench/run.py on
         # 2 cores: batches of 8 are the fastest per image for EfficientNet-Lite0 and within noise of 16/32 for

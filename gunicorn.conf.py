@@ -37,6 +37,8 @@ def on_starting(server):
 
     try:
         weights.verify(_config["MODEL_DIR"], [_config["IMAGE_ENCODER"], weights.TEXT_ENCODER])
+        if _config["IMAGE_RUNTIME"] == "onnxruntime":
+            weights.verify_onnx(_config["MODEL_DIR"], _config["IMAGE_ENCODER"])
     except weights.WeightsError as err:
         server.log.error("cannot start: %s", err)
         raise SystemExit(1) from None

@@ -47,35 +47,61 @@ def text_bodies() -> list[tuple[bytes, str]]:
     return [(json.dumps({"texts": [t]}).encode(), "application/json") for t in texts]
 
 
-def run_load(port: int, path: str, bodies, concurrency: int, requests: int, timeout: float = 60) -> dict:
-    """POST `requests` bodies (round-robin) with `concurrency` threads; one connection per request."""
+def run_load(port: int, path: str, bodies, concurrency: int, requests: int, timeout: float = 60,
+             keepalive: bool = True) -> dict:
+    """POST `requests` bodies (round-robin) with `concurrency` threads.
+
+    Each thread keeps its HTTP/1.1 connection open between requests, as a client with a connection pool
+    does (reconnecting whenever the server closes it); `keepalive=False` opens one connection per request.
+    """
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     lock = threading.Lock()
     counter = iter(range(requests))
 
+    def post(conn: http.client.HTTPConnection, body: bytes, ctype: str) -> http.client.HTTPResponse:
+        conn.request("POST", path, body, {"Content-Type": ctype})
+        resp = conn.getresponse()
+        resp.read()
+        return resp
+
     def worker():
+        conn = None
         while True:
             with lock:
                 i = next(counter, None)
             if i is None:
-                return
+                break
             body, ctype = bodies[i % len(bodies)]
             started = time.perf_counter()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-                conn.request("POST", path, body, {"Content-Type": ctype})
-                resp = conn.getresponse()
-                resp.read()
+                reused = conn is not None
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                try:
+                    resp = post(conn, body, ctype)
+                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                    if not reused:
+                        raise
+                    conn.close()  # the server closed an idle kept-alive connection: one fresh try
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                    resp = post(conn, body, ctype)
                 status = str(resp.status)
-                conn.close()
+                if resp.will_close or not keepalive:
+                    conn.close()
+                    conn = None
             except (OSError, http.client.HTTPException) as exc:
                 status = type(exc).__name__
+                if conn is not None:
+                    conn.close()
+                    conn = None
             elapsed = time.perf_counter() - started
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == "200":
                     latencies.append(elapsed)
+        if conn is not None:
+            conn.close()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     started = time.perf_counter()

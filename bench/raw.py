@@ -1,6 +1,9 @@
 """The ceiling: the served compiled forward passes alone, no HTTP, at each batch size.
 
     python -m bench.raw --image-encoder efficientnet_lite0 --model-dir model_store [--json out.json]
+
+The image encoder runs on IMAGE_RUNTIME (tensorflow or onnxruntime) with the thread settings of the
+environment, exactly as a server worker would.
 """
 
 from __future__ import annotations
@@ -32,22 +35,30 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
     from config import load_config
     from models import weights
     from models.image_encoders import BATCH_BUCKETS
-    from models.loading import configure_tensorflow, load_image_encoder, load_text_encoder
+    from models.loading import configure_tensorflow, load_image_encoder, load_onnx_image_encoder, load_text_encoder
 
-    configure_tensorflow(load_config())
+    config = load_config()
+    configure_tensorflow(config)
     manifest = weights.verify(model_dir, [image_encoder, weights.TEXT_ENCODER])
-    image = load_image_encoder(image_encoder, model_dir, manifest["models"][image_encoder])
+    entry = manifest["models"][image_encoder]
+    if config["IMAGE_RUNTIME"] == "onnxruntime":
+        onnx_entry = weights.verify_onnx(model_dir, image_encoder)
+        image = load_onnx_image_encoder(image_encoder, model_dir, entry, onnx_entry, config["ONNX_THREADS"],
+                                        config["ONNX_SPINNING"])
+    else:
+        image = load_image_encoder(image_encoder, model_dir, entry)
     image.buckets = BATCH_BUCKETS
     text = load_text_encoder(model_dir, manifest["models"][weights.TEXT_ENCODER])
     text.buckets = BATCH_BUCKETS
     size = image.input_size
     rng = np.random.default_rng(0)
-    out = {"images": {}, "texts": {}}
+    out = {"runtime": config["IMAGE_RUNTIME"], "images": {}, "texts": {}}
+    label = f"{image_encoder} ({config['IMAGE_RUNTIME']})"
     for n in batches:
         pixels = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
         per_call = timed(lambda p=pixels: image(p), seconds)
         out["images"][n] = {"latency_ms": 1000 * per_call, "per_s": n / per_call}
-        print(f"raw {image_encoder} batch {n:>2}: {n / per_call:7.1f} images/s  ({1000 * per_call:.1f} ms/call)",
+        print(f"raw {label} batch {n:>2}: {n / per_call:7.1f} images/s  ({1000 * per_call:.1f} ms/call)",
               flush=True)
     for n in (1, 8, 32):
         texts = [SENTENCE] * n

@@ -1,15 +1,18 @@
 """The benchmark suite: raw model, the real server (gunicorn, project defaults), the naive Flask baseline.
 
-    python -m bench.run [--image-encoder efficientnet_lite0|resnet50|all] [--env KEY=VALUE ...] [--skip-naive]
+    python -m bench.run [--image-encoder efficientnet_lite0|resnet50|all] [--runtime tensorflow|onnxruntime|all]
+                        [--env KEY=VALUE ...] [--skip-naive]
 
 All in one run on one machine, so the ratios hold on a noisy box. Prints a table and the ratios, and writes
-bench/results/<encoder>-<time>.json. Every phase is bounded (fixed request counts sized from the raw rate).
-ResNet50 runs on random-initialised weights unless MODEL_DIR holds real ones (speed is the same).
+bench/results/<encoder>-<runtime>-<time>.json. Every phase is bounded (fixed request counts sized from the raw
+rate). ResNet50 runs on random-initialised weights unless MODEL_DIR holds real ones (speed is the same). The
+naive baseline (TensorFlow's model.predict) runs once per encoder and is shared by both runtimes' ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -95,20 +98,23 @@ def requests_for(rate: float, concurrency: int, seconds: float) -> int:
     return -(-n // concurrency) * concurrency
 
 
-def load_levels(port: int, rate: float, seconds: float, label: str, levels=CONCURRENCY) -> dict:
-    bodies, out = image_bodies(), {}
-    run_load(port, "/encode", bodies, 4, 8)  # first requests pay for lazy set-up: not counted
+def load_levels(port: int, rate: float, seconds: float, label: str, levels=CONCURRENCY, *, texts: bool = False,
+                keepalive: bool = True) -> dict:
+    """One bounded load per concurrency level: one JPEG (or one text) a request, to /encode."""
+    bodies, out, unit = (text_bodies(), {}, "texts") if texts else (image_bodies(), {}, "images")
+    run_load(port, "/encode", bodies, 4, 8, keepalive=keepalive)  # first requests pay for lazy set-up
     for c in levels:
-        r = run_load(port, "/encode", bodies, c, requests_for(rate, c, seconds / (2 if c == 1 else 1)))
+        n = requests_for(rate, c, seconds / (2 if c == 1 else 1))
+        r = run_load(port, "/encode", bodies, c, n, keepalive=keepalive)
         out[c] = r
-        print(f"{label:>7} c={c:<2} {r['req_per_s']:7.1f} req/s {r['req_per_s']:7.1f} images/s  "
+        print(f"{label:>7} c={c:<2} {r['req_per_s']:7.1f} {unit}/s  "
               f"p50 {r['p50_ms']:6.1f}  p90 {r['p90_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  "
               f"errors {r['errors']} {r['statuses']}", flush=True)
     return out
 
 
 def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extra_env: dict,
-                 levels=CONCURRENCY, extras: bool = True) -> dict:
+                 levels=CONCURRENCY, extras: bool = True, keepalive: bool = True, text_rate: float = 400) -> dict:
     port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "IMAGE_ENCODER": encoder, "MODEL_DIR": model_dir,
            "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING", **extra_env}
@@ -118,16 +124,15 @@ def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extr
     try:
         startup = wait_ready(port, proc)
         print(f" server ready in {startup:.1f} s (gunicorn log: {log.name})", flush=True)
-        out = {"startup_s": startup, "env": extra_env, "levels": load_levels(port, rate, seconds, "server", levels)}
+        out = {"startup_s": startup, "env": extra_env, "keepalive": keepalive,
+               "levels": load_levels(port, rate, seconds, "server", levels, keepalive=keepalive)}
         if not extras:
             return out
-        texts = run_load(port, "/encode", text_bodies(), 8, 400)
-        out["texts_c8"] = texts
-        print(f" server texts c=8 {texts['req_per_s']:7.1f} texts/s  p50 {texts['p50_ms']:.1f} ms  "
-              f"errors {texts['errors']}", flush=True)
+        out["text_levels"] = load_levels(port, text_rate, seconds / 2, "texts", levels, texts=True,
+                                         keepalive=keepalive)
         # Past the queue's bound: 16 clients x 16 images each must get 200s or explicit 429s, nothing else.
         big = [_many_images(photo_jpegs(), 16)]
-        over = run_load(port, "/encode", big, 16, 32)
+        over = run_load(port, "/encode", big, 16, 32, keepalive=keepalive)
         out["overload_c16x16"] = over
         print(f" server overload 16 clients x 16 images: {over['statuses']}", flush=True)
         out["worker_rss_mib"] = [round(rss_mib(pid), 1) for pid in children(proc.pid)]
@@ -150,7 +155,7 @@ def _many_images(jpegs: list[bytes], n: int) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float) -> dict:
+def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float, keepalive: bool = True) -> dict:
     port = free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="bench-naive-", suffix=".log", delete=False)
     proc = subprocess.Popen(
@@ -159,34 +164,46 @@ def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float) -> di
     try:
         startup = wait_ready(port, proc)
         print(f" naive server ready in {startup:.1f} s", flush=True)
-        return {"startup_s": startup, "levels": load_levels(port, rate, seconds, "naive")}
+        return {"startup_s": startup, "levels": load_levels(port, rate, seconds, "naive", keepalive=keepalive)}
     finally:
         stop(proc)
 
 
-def bench_encoder(encoder: str, args) -> dict:
-    print(f"\n=== {encoder} ===", flush=True)
+def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
+    print(f"\n=== {encoder} on {runtime} ===", flush=True)
     model_dir = model_dir_for(encoder)
+    server_env = {**dict(args.env), "IMAGE_RUNTIME": runtime}
+    if runtime == "onnxruntime":  # the project's own conversion (kept when up to date)
+        subprocess.run([PY, "-m", "models.onnx_export", "--image-encoder", encoder, "--model-dir", model_dir],
+                       cwd=ROOT, check=True)
     if args.raw_from:  # sweeps: reuse the raw figures of an earlier run of the same encoder
         with open(args.raw_from) as f:
             raw = json.load(f)["raw"]
     else:
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
             subprocess.run([PY, "-m", "bench.raw", "--image-encoder", encoder, "--model-dir", model_dir,
-                            "--seconds", str(args.raw_seconds), "--json", tmp.name], cwd=ROOT, check=True)
+                            "--seconds", str(args.raw_seconds), "--json", tmp.name], cwd=ROOT, check=True,
+                           env={**os.environ, **server_env})
             with open(tmp.name) as f:
                 raw = json.load(f)
     best = raw["images"][str(raw["best_image_batch"])]
-    result = {"encoder": encoder, "model_dir": model_dir, "raw": raw}
+    result = {"encoder": encoder, "runtime": runtime, "model_dir": model_dir, "raw": raw}
+    keepalive = not args.new_connections
     if args.sweep:  # only the server, at c=1 and c=8, once per --env setting
         for setting in args.env:
             print(f"-- {setting[0]}: {setting[1] or 'project defaults'}", flush=True)
             env = dict(kv.split("=", 1) for kv in setting[1].split(",")) if setting[1] else {}
-            bench_server(encoder, model_dir, best["per_s"], args.seconds, env, (1, 8), extras=False)
+            env = {"IMAGE_RUNTIME": runtime, **env}
+            bench_server(encoder, model_dir, best["per_s"], args.seconds, env, (1, 8), extras=False,
+                         keepalive=keepalive)
         raise SystemExit(0)
-    result["server"] = bench_server(encoder, model_dir, best["per_s"], args.seconds, dict(args.env))
+    text_rate = raw["texts"][str(raw["best_text_batch"])]["per_s"]
+    result["server"] = bench_server(encoder, model_dir, best["per_s"], args.seconds, server_env,
+                                    keepalive=keepalive, text_rate=text_rate)
     if not args.skip_naive:
-        result["naive"] = bench_naive(encoder, model_dir, best["per_s"] * 0.5, args.seconds)
+        if encoder not in naive:
+            naive[encoder] = bench_naive(encoder, model_dir, min(best["per_s"] * 0.5, 40), args.seconds, keepalive)
+        result["naive"] = naive[encoder]
     result["ratios"] = ratios(result)
     return result
 
@@ -207,17 +224,18 @@ def ratios(result: dict) -> dict:
 def print_summary(result: dict) -> None:
     raw, r = result["raw"], result["ratios"]
     best = raw["best_image_batch"]
-    print(f"\n--- {result['encoder']} summary ---")
+    print(f"\n--- {result['encoder']} on {result['runtime']} summary ---")
     print(f"raw batch 1: {raw['images']['1']['per_s']:.1f} images/s ({raw['images']['1']['latency_ms']:.1f} ms); "
           f"best batch {best}: {raw['images'][str(best)]['per_s']:.1f} images/s; "
           f"texts: {raw['texts']['1']['per_s']:.0f}/s at 1, {raw['texts'][str(raw['best_text_batch'])]['per_s']:.0f}/s "
           f"at {raw['best_text_batch']}")
-    print("          " + "  ".join(f"c={c:<2} img/s  p50 ms" for c in CONCURRENCY))
-    for name in ("server", "naive"):
-        if name in result:
-            levels = result[name]["levels"]
-            print(f"{name:>8}  " + "  ".join(f"{levels[c]['req_per_s']:8.1f} {levels[c]['p50_ms']:7.1f}"
-                                            for c in CONCURRENCY))
+    print("          " + "  ".join(f"c={c:<2}   n/s  p50 ms" for c in CONCURRENCY))
+    rows = [(name, result[name]["levels"]) for name in ("server", "naive") if name in result]
+    if "text_levels" in result["server"]:
+        rows.append(("texts", result["server"]["text_levels"]))
+    for name, levels in rows:
+        cells = (f"{levels[c]['req_per_s']:8.1f} {levels[c]['p50_ms']:7.1f}" for c in CONCURRENCY)
+        print(f"{name:>8}  " + "  ".join(cells))
     print(f"server(8) / raw(best)            = {r['server8_over_raw_best']:.2f}   (target >= 0.90)")
     if "server8_over_naive8" in r:
         print(f"server(8) / naive(8)             = {r['server8_over_naive8']:.2f}   (target >= 1.7)")
@@ -230,11 +248,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-encoder", default="efficientnet_lite0",
                         choices=("efficientnet_lite0", "resnet50", "all"))
+    parser.add_argument("--runtime", default="tensorflow", choices=("tensorflow", "onnxruntime", "all"),
+                        help="what runs the image encoder (raw and server); the naive baseline is always TensorFlow")
     parser.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                         help="KEY=VALUE for the server (e.g. BATCH_TIMEOUT_MS=5); repeatable")
     parser.add_argument("--seconds", type=float, default=5.0, help="target length of each load level")
     parser.add_argument("--raw-seconds", type=float, default=2.0)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--new-connections", action="store_true",
+                        help="open a new connection for every request (default: each client keeps its own)")
     parser.add_argument("--sweep", action="store_true",
                         help="compare server settings: each --env NAME=K=V[,K=V] is one setting, c=1 and c=8 only")
     parser.add_argument("--raw-from", help="a results JSON whose raw figures to reuse (for settings sweeps)")
@@ -242,11 +264,13 @@ def main() -> None:
     os.makedirs(RESULTS, exist_ok=True)
     encoders = ("efficientnet_lite0", "resnet50") if args.image_encoder == "all" else (args.image_encoder,)
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    for encoder in encoders:
-        result = bench_encoder(encoder, args)
+    runtimes = ("tensorflow", "onnxruntime") if args.runtime == "all" else (args.runtime,)
+    naive: dict[str, dict] = {}
+    for encoder, runtime in itertools.product(encoders, runtimes):
+        result = bench_encoder(encoder, runtime, args, naive)
         result.update(machine=machine, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         print_summary(result)
-        path = os.path.join(RESULTS, f"{encoder}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        path = os.path.join(RESULTS, f"{encoder}-{runtime}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         with open(path, "w") as f:
             json.dump(result, f, indent=1, default=str)
         print(f"written {path}")

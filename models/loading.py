@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from models import bridge, weights
 from models.batching import BatchSettings
@@ -31,24 +35,53 @@ def configure_tensorflow(config: dict[str, Any]) -> None:
         log.warning("TensorFlow already initialised; thread settings left as they were")
 
 
-def load_image_encoder(name: str, model_dir: str, entry: dict[str, Any]) -> ImageEncoder:
-    path = os.path.join(model_dir, entry["file"])
+def encoder_spec(name: str) -> tuple[int, int, Callable[[Image.Image], np.ndarray]]:
+    """(input size, feature dim, preprocess) of an image encoder, whatever runs it."""
+    if name == "efficientnet_lite0":
+        from models import efficientnet_lite
+
+        return efficientnet_lite.INPUT_SIZE, efficientnet_lite.FEATURE_DIM, efficientnet_lite.preprocess
+    if name == "resnet50":
+        from models.image_encoders import resnet50_preprocess
+
+        return 224, 2048, resnet50_preprocess
+    raise ValueError(f"unknown image encoder {name!r}")
+
+
+def build_keras_image_model(name: str, weights_path: str):
+    """The served Keras model of an image encoder (RGB [0, 255] in; features and logits out), weights loaded."""
     if name == "efficientnet_lite0":
         from models import efficientnet_lite
 
         model = efficientnet_lite.build_efficientnet_lite0()
-        model.load_weights(path)
-        return ImageEncoder(name, entry["architecture"], model, efficientnet_lite.INPUT_SIZE,
-                            efficientnet_lite.FEATURE_DIM, efficientnet_lite.preprocess,
-                            entry["preprocessing"], entry["sha256"])
+        model.load_weights(weights_path)
+        return model
     if name == "resnet50":
-        from models.image_encoders import build_resnet50_base, resnet50_preprocess, wrap_resnet50
+        from models.image_encoders import build_resnet50_base, wrap_resnet50
 
         base = build_resnet50_base()
-        base.load_weights(path)
-        return ImageEncoder(name, entry["architecture"], wrap_resnet50(base), 224, 2048, resnet50_preprocess,
-                            entry["preprocessing"], entry["sha256"])
+        base.load_weights(weights_path)
+        return wrap_resnet50(base)
     raise ValueError(f"unknown image encoder {name!r}")
+
+
+def load_image_encoder(name: str, model_dir: str, entry: dict[str, Any]) -> ImageEncoder:
+    """The TensorFlow image encoder from its converted Keras weights."""
+    size, dim, preprocess = encoder_spec(name)
+    model = build_keras_image_model(name, os.path.join(model_dir, entry["file"]))
+    return ImageEncoder(name, entry["architecture"], model, size, dim, preprocess, entry["preprocessing"],
+                        entry["sha256"])
+
+
+def load_onnx_image_encoder(name: str, model_dir: str, entry: dict[str, Any], onnx_entry: dict[str, Any],
+                            threads: int = 0, spinning: bool = False) -> ImageEncoder:
+    """The same image encoder run by ONNX Runtime, from the file `python -m models.onnx_export` wrote."""
+    from models.onnx_runtime import OnnxImageEncoder, create_session
+
+    size, dim, preprocess = encoder_spec(name)
+    session = create_session(os.path.join(model_dir, onnx_entry["file"]), threads, spinning)
+    return OnnxImageEncoder(name, entry["architecture"], session, size, dim, preprocess, entry["preprocessing"],
+                            entry["sha256"], onnx_sha256=onnx_entry["sha256"], threads=threads)
 
 
 def load_text_encoder(model_dir: str, entry: dict[str, Any]) -> TextEncoder:
@@ -81,7 +114,12 @@ def build_registry(config: dict[str, Any]) -> ModelRegistry:
     configure_tensorflow(config)
     name = config["IMAGE_ENCODER"]
     manifest = weights.verify(config["MODEL_DIR"], [name, weights.TEXT_ENCODER])
-    image = load_image_encoder(name, config["MODEL_DIR"], manifest["models"][name])
+    if config.get("IMAGE_RUNTIME") == "onnxruntime":
+        onnx_entry = weights.verify_onnx(config["MODEL_DIR"], name)
+        image = load_onnx_image_encoder(name, config["MODEL_DIR"], manifest["models"][name], onnx_entry,
+                                        config.get("ONNX_THREADS", 0), config.get("ONNX_SPINNING", False))
+    else:
+        image = load_image_encoder(name, config["MODEL_DIR"], manifest["models"][name])
     text = load_text_encoder(config["MODEL_DIR"], manifest["models"][weights.TEXT_ENCODER])
     head = load_fusion_head(config, image, text)
     registry = ModelRegistry(image, text, head, class_names(), batching=BatchSettings.from_config(config),

@@ -268,6 +268,21 @@ def verify(model_dir: str, names: list[str]) -> dict[str, Any]:
     return manifest
 
 
+def verify_onnx(model_dir: str, name: str) -> dict[str, Any]:
+    """The ONNX entry of image encoder `name`, checked: its file's sha256, and converted from today's weights."""
+    manifest = verify(model_dir, [name])
+    entry = manifest.get("onnx", {}).get(name)
+    fix = f"run `python -m models.onnx_export --image-encoder {name}` (or `IMAGE_RUNTIME=onnxruntime make install`)"
+    if entry is None:
+        raise WeightsError(f"IMAGE_RUNTIME=onnxruntime, but {model_dir} holds no ONNX model of {name}: {fix}.")
+    path = os.path.join(model_dir, entry["file"])
+    if not os.path.isfile(path) or sha256_file(path) != entry["sha256"]:
+        raise WeightsError(f"{path} is missing or does not match the manifest's sha256: {fix}.")
+    if entry.get("source_sha256") != manifest["models"][name]["sha256"]:
+        raise WeightsError(f"{path} was converted from other {name} weights than those installed now: {fix}.")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     from config import load_config
 
