@@ -31,6 +31,21 @@ def timed(fn, min_seconds: float, min_calls: int = 3) -> float:
     return (time.perf_counter() - started) / calls
 
 
+# FLOPs of one 224x224 image: 2 x the multiply-adds of the conv and dense layers (counted from the Keras
+# models: 3.86 G and 0.385 G), to put images/s against the cores' measured float32 rate.
+GFLOP_PER_IMAGE = {"resnet50": 7.7, "efficientnet_lite0": 0.77}
+
+
+def matmul_gflops(seconds: float = 1.0, n: int = 2048) -> float:
+    """The float32 rate a large matrix product reaches with TensorFlow's threads here: a practical peak."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((n, n), dtype=tf.float32)
+    matmul = tf.function(lambda: tf.linalg.matmul(a, a))
+    per_call = timed(lambda: matmul().numpy(), seconds)
+    return 2 * n**3 / per_call / 1e9
+
+
 def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), seconds: float = 2.0) -> dict:
     from config import load_config
     from models import weights
@@ -67,6 +82,12 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
         print(f"raw minilm batch {n:>2}: {n / per_call:7.1f} texts/s  ({1000 * per_call:.1f} ms/call)", flush=True)
     best = max(out["images"], key=lambda k: out["images"][k]["per_s"])
     out["best_image_batch"] = best
+    out["matmul_gflops"] = matmul_gflops(seconds / 2)
+    model_gflops = out["images"][best]["per_s"] * GFLOP_PER_IMAGE[image_encoder]
+    out["model_gflops"] = model_gflops
+    print(f"raw {label}: {model_gflops:.0f} GFLOP/s at batch {best} "
+          f"({GFLOP_PER_IMAGE[image_encoder]} GFLOP an image); a 2048x2048 float32 matmul reaches "
+          f"{out['matmul_gflops']:.0f} GFLOP/s here", flush=True)
     out["best_text_batch"] = max(out["texts"], key=lambda k: out["texts"][k]["per_s"])
     return out
 
