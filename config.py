@@ -51,6 +51,22 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def available_cpus() -> int:
+    """Cores this process may run on: its CPU affinity, bounded by a cgroup v2 quota (`docker run --cpus`)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
 def default_model_dir() -> str:
     """Where converted weights live unless MODEL_DIR says otherwise: ./model_store beside this file."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_store")
@@ -65,10 +81,18 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     image_runtime = _str(env, "IMAGE_RUNTIME", "tensorflow")
     if image_runtime not in IMAGE_RUNTIMES:
         raise ValueError(f"IMAGE_RUNTIME must be one of {', '.join(IMAGE_RUNTIMES)}, got {image_runtime!r}")
+    # Worker layout, measured on 2 cores (README.md, Throughput): EfficientNet-Lite0 serves most with a worker
+    # per core and one TensorFlow thread each (its small depthwise convolutions gain little from a second
+    # thread, and two GILs share the per-request Python work); ResNet50 with one worker on every core (a
+    # second thread halves its batch-1 latency). Capped at 4 workers: each holds its own models (~1.1 GB).
+    cpus = _int(env, "CPUS", available_cpus(), minimum=1)
+    workers = _int(env, "WORKERS", min(cpus, 4) if image_encoder == "efficientnet_lite0" else 1, minimum=1)
+    threads_per_worker = max(1, cpus // workers)
     return {
         "HOST": _str(env, "HOST", "127.0.0.1"),
         "PORT": _int(env, "PORT", 8000, minimum=1),
-        "WORKERS": _int(env, "WORKERS", 1, minimum=1),
+        "CPUS": cpus,
+        "WORKERS": workers,
         "THREADS": _int(env, "THREADS", 8, minimum=1),
         "MODEL_DIR": _str(env, "MODEL_DIR", default_model_dir()),
         "IMAGE_ENCODER": image_encoder,
@@ -82,11 +106,13 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_TEXT_CHARS": _int(env, "MAX_TEXT_CHARS", 10_000, minimum=1),
         "MAX_IMAGE_PIXELS": _int(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
         "MAX_CANDIDATES": _int(env, "MAX_CANDIDATES", 256, minimum=1),
-        "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", 0),
-        "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", 0),
-        # ONNX Runtime (IMAGE_RUNTIME=onnxruntime): intra-op threads (0: one per core), and whether idle
-        # threads spin (faster alone, but spinning takes CPU from the request threads on a small machine).
-        "ONNX_THREADS": _int(env, "ONNX_THREADS", 0),
+        # Threads per worker (0: the runtime's own default, one per core). Inter-op parallelism only
+        # oversubscribes the cores for these chain-shaped graphs.
+        "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", threads_per_worker),
+        "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", 1),
+        # ONNX Runtime (IMAGE_RUNTIME=onnxruntime): intra-op threads per worker, and whether idle threads spin
+        # (faster alone, but spinning takes the cores from the request threads: measured slower when serving).
+        "ONNX_THREADS": _int(env, "ONNX_THREADS", threads_per_worker),
         "ONNX_SPINNING": _bool(env, "ONNX_SPINNING", False),
         "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
         # Dynamic batching (models/batching.py), per model per worker; defaults measured with bench/run.py on

@@ -17,11 +17,17 @@ def init_registry(app: Flask, registry: ModelRegistry | None = None) -> None:
         factory = _import_factory(app.config["MODEL_REGISTRY"])
         loader = RegistryLoader(factory).start()
     else:
-        from models.loading import build_registry
-
         config = dict(app.config)
-        loader = RegistryLoader(lambda: build_registry(config)).start()
+        loader = RegistryLoader(lambda: _build_worker_registry(config)).start()
     app.extensions["models"] = loader
+
+
+def _build_worker_registry(config: dict) -> ModelRegistry:
+    """A serving worker's registry, on this worker's share of the cores (TF_INTRA_OP_THREADS, ...)."""
+    from models.loading import build_registry, configure_tensorflow
+
+    configure_tensorflow(config)
+    return build_registry(config)
 
 
 def _import_factory(spec: str):

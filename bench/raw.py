@@ -2,8 +2,9 @@
 
     python -m bench.raw --image-encoder efficientnet_lite0 --model-dir model_store [--json out.json]
 
-The image encoder runs on IMAGE_RUNTIME (tensorflow or onnxruntime) with the thread settings of the
-environment, exactly as a server worker would.
+The image encoder runs on IMAGE_RUNTIME (tensorflow or onnxruntime) in one process that has the whole
+machine: each runtime's own default thread pools (one thread per core), ONNX Runtime's threads spinning.
+That is the fastest single-process setting measured, whatever threads the server's workers are given.
 """
 
 from __future__ import annotations
@@ -53,13 +54,12 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
     from models.loading import configure_tensorflow, load_image_encoder, load_onnx_image_encoder, load_text_encoder
 
     config = load_config()
-    configure_tensorflow(config)
+    configure_tensorflow({})  # TensorFlow's defaults: every core
     manifest = weights.verify(model_dir, [image_encoder, weights.TEXT_ENCODER])
     entry = manifest["models"][image_encoder]
     if config["IMAGE_RUNTIME"] == "onnxruntime":
         onnx_entry = weights.verify_onnx(model_dir, image_encoder)
-        image = load_onnx_image_encoder(image_encoder, model_dir, entry, onnx_entry, config["ONNX_THREADS"],
-                                        config["ONNX_SPINNING"])
+        image = load_onnx_image_encoder(image_encoder, model_dir, entry, onnx_entry, threads=0, spinning=True)
     else:
         image = load_image_encoder(image_encoder, model_dir, entry)
     image.buckets = BATCH_BUCKETS

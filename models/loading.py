@@ -110,8 +110,11 @@ def load_fusion_head(config: dict[str, Any], image: ImageEncoder, text: TextEnco
 
 
 def build_registry(config: dict[str, Any]) -> ModelRegistry:
-    """Everything one worker serves, from MODEL_DIR; raises WeightsError with a clear sentence if unusable."""
-    configure_tensorflow(config)
+    """Everything one worker serves, from MODEL_DIR; raises WeightsError with a clear sentence if unusable.
+
+    TensorFlow's thread pools are the caller's to set (`configure_tensorflow`, before TensorFlow's first op):
+    a server worker takes its share of the cores, a one-process tool (evaluation, tests) all of them.
+    """
     name = config["IMAGE_ENCODER"]
     manifest = weights.verify(config["MODEL_DIR"], [name, weights.TEXT_ENCODER])
     if config.get("IMAGE_RUNTIME") == "onnxruntime":
