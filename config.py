@@ -81,18 +81,24 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     image_runtime = _str(env, "IMAGE_RUNTIME", "tensorflow")
     if image_runtime not in IMAGE_RUNTIMES:
         raise ValueError(f"IMAGE_RUNTIME must be one of {', '.join(IMAGE_RUNTIMES)}, got {image_runtime!r}")
-    # Worker layout, measured on 2 cores (README.md, Throughput): EfficientNet-Lite0 serves most with a worker
-    # per core and one TensorFlow thread each (its small depthwise convolutions gain little from a second
-    # thread, and two GILs share the per-request Python work); ResNet50 with one worker on every core (a
-    # second thread halves its batch-1 latency). Capped at 4 workers: each holds its own models (~1.1 GB).
+    # Layout, measured on 2 cores (README.md, Throughput). EfficientNet-Lite0 serves most with one worker
+    # running a forward pass per core at once, one thread each (its small depthwise convolutions gain little
+    # from a second thread: batch-1 latency 8.6 ms on one thread, 10-14 ms on two); ResNet50 with one pass on
+    # every core (a second thread cuts its batch-1 latency from 38 to 29 ms). One worker: a single queue
+    # takes every connection (kept-alive connections stick to one worker), and the models are held once.
     cpus = _int(env, "CPUS", available_cpus(), minimum=1)
-    workers = _int(env, "WORKERS", min(cpus, 4) if image_encoder == "efficientnet_lite0" else 1, minimum=1)
-    threads_per_worker = max(1, cpus // workers)
+    workers = _int(env, "WORKERS", 1, minimum=1)
+    per_worker = max(1, cpus // workers)
+    concurrency = _int(env, "BATCH_CONCURRENCY", min(per_worker, 4) if image_encoder == "efficientnet_lite0" else 1,
+                       minimum=1)
+    threads_per_pass = max(1, per_worker // concurrency)
     return {
         "HOST": _str(env, "HOST", "127.0.0.1"),
         "PORT": _int(env, "PORT", 8000, minimum=1),
         "CPUS": cpus,
         "WORKERS": workers,
+        # Forward passes each model runs at once per worker (each on TF_INTRA_OP_THREADS threads).
+        "BATCH_CONCURRENCY": concurrency,
         "THREADS": _int(env, "THREADS", 8, minimum=1),
         "MODEL_DIR": _str(env, "MODEL_DIR", default_model_dir()),
         "IMAGE_ENCODER": image_encoder,
@@ -106,13 +112,13 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_TEXT_CHARS": _int(env, "MAX_TEXT_CHARS", 10_000, minimum=1),
         "MAX_IMAGE_PIXELS": _int(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
         "MAX_CANDIDATES": _int(env, "MAX_CANDIDATES", 256, minimum=1),
-        # Threads per worker (0: the runtime's own default, one per core). Inter-op parallelism only
-        # oversubscribes the cores for these chain-shaped graphs.
-        "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", threads_per_worker),
-        "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", 1),
+        # Threads per forward pass (0: the runtime's own default, one per core); TensorFlow runs each
+        # concurrent pass's kernels on an inter-op thread, so it needs one per pass.
+        "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", threads_per_pass),
+        "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", concurrency),
         # ONNX Runtime (IMAGE_RUNTIME=onnxruntime): intra-op threads per worker, and whether idle threads spin
         # (faster alone, but spinning takes the cores from the request threads: measured slower when serving).
-        "ONNX_THREADS": _int(env, "ONNX_THREADS", threads_per_worker),
+        "ONNX_THREADS": _int(env, "ONNX_THREADS", threads_per_pass),
         "ONNX_SPINNING": _bool(env, "ONNX_SPINNING", False),
         "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
         # Dynamic batching (models/batching.py), per model per worker; defaults measured with bench/run.py on

@@ -1,10 +1,12 @@
-"""Dynamic batching across requests: one loop thread per model runs the forward passes of many callers.
+"""Dynamic batching across requests: one loop thread per model forms the batches of many callers.
 
 Request threads `submit()` their rows (a uint8 array, a list of strings); the loop forms a batch of at
 most `max_batch_size` rows, runs one forward pass and hands each caller its own rows back, in order. Before
 a pass it waits, at most `timeout_ms`, until as many rows are queued as were recently outstanding at once
 (the callers of the last batch are on their way back), so batches fill under load and a lone caller never
-waits. A request larger than the batch is cut across several passes and merged again. The queue is bounded
+waits. With `concurrency` > 1, that many passes run at once (each on its own thread; the rows outstanding are
+shared between them), so one batch is computed while the next one's callers are still being parsed and
+decoded. A request larger than the batch is cut across several passes and merged again. The queue is bounded
 in rows: past it `submit` raises `QueueFullError` at once, and rows whose caller has given up are dropped
 before they cost a pass.
 """
@@ -12,6 +14,7 @@ before they cost a pass.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import math
 import threading
@@ -34,6 +37,7 @@ class BatchSettings:
     max_queue: int = 64
     max_text_queue: int = 1024
     request_timeout_s: float = 30.0
+    concurrency: int = 1
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BatchSettings:
@@ -43,6 +47,7 @@ class BatchSettings:
             max_queue=config["MAX_QUEUE"],
             max_text_queue=config["MAX_TEXT_QUEUE"],
             request_timeout_s=config["REQUEST_TIMEOUT_S"],
+            concurrency=config.get("BATCH_CONCURRENCY", 1),
         )
 
 
@@ -72,13 +77,14 @@ class BatcherClosedError(BatcherError):
 class _Request:
     """One caller's rows, the parts computed so far, and the event it waits on."""
 
-    __slots__ = ("items", "size", "taken", "parts", "done", "error", "deadline", "cancelled")
+    __slots__ = ("items", "size", "taken", "computed", "parts", "done", "error", "deadline", "cancelled")
 
     def __init__(self, items, deadline: float):
         self.items = items
         self.size = len(items)
         self.taken = 0  # rows handed to a batch so far
-        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.computed = 0  # rows whose outputs are in `parts`
+        self.parts: dict[int, tuple[np.ndarray, ...]] = {}  # first row -> outputs (passes may end out of order)
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.deadline = deadline
@@ -107,17 +113,21 @@ class Batcher:
         max_batch_size: int = 8,
         timeout_ms: float = 20.0,
         max_queue: int = 64,
+        concurrency: int = 1,
     ):
-        if max_batch_size < 1 or max_queue < 1 or timeout_ms < 0:
+        if max_batch_size < 1 or max_queue < 1 or timeout_ms < 0 or concurrency < 1:
             raise ValueError(
-                f"need max_batch_size >= 1, max_queue >= 1, timeout_ms >= 0; "
-                f"got {max_batch_size}, {max_queue}, {timeout_ms}"
+                f"need max_batch_size >= 1, max_queue >= 1, timeout_ms >= 0, concurrency >= 1; "
+                f"got {max_batch_size}, {max_queue}, {timeout_ms}, {concurrency}"
             )
         self.forward = forward
         self.name = name
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_ms / 1000
         self.max_queue = max_queue
+        self.concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)  # passes that may run at once
+        self._passes: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
@@ -138,6 +148,8 @@ class Batcher:
         with self._cond:
             if self._thread is None:
                 self._closed = False
+                if self.concurrency > 1:
+                    self._passes = concurrent.futures.ThreadPoolExecutor(self.concurrency, f"batcher-{self.name}")
                 self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True)
                 self._thread.start()
         return self
@@ -159,6 +171,9 @@ class Batcher:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        if self._passes is not None:
+            self._passes.shutdown(wait=True)  # the passes in flight finish and answer their callers
+            self._passes = None
         self._thread = None
 
     # -- callers --------------------------------------------------------------------------------
@@ -186,9 +201,10 @@ class Batcher:
                 raise BatchTimeoutError(f"{self.name}: no result within {timeout:.1f} s; the rows were dropped")
         if request.error is not None:
             raise request.error
-        if len(request.parts) == 1:
-            return request.parts[0] if len(request.parts[0]) > 1 else request.parts[0][0]
-        merged = tuple(np.concatenate(column) for column in zip(*request.parts, strict=True))
+        parts = [request.parts[start] for start in sorted(request.parts)]
+        if len(parts) == 1:
+            return parts[0] if len(parts[0]) > 1 else parts[0][0]
+        merged = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
         return merged if len(merged) > 1 else merged[0]
 
     # -- the loop -------------------------------------------------------------------------------
@@ -209,10 +225,10 @@ class Batcher:
                 if self._queue:
                     break
                 self._cond.wait()
-            # Wait (at most `timeout_s`) for as many rows as were recently outstanding at once: callers
-            # of the last batch are on their way back. A lone caller therefore never waits.
+            # Wait (at most `timeout_s`) for this pass's share of the rows recently outstanding at once:
+            # callers of the last batches are on their way back. A lone caller therefore never waits.
             self._note_outstanding()
-            target = min(self.max_batch_size, max(self._peak))
+            target = min(self.max_batch_size, -(-max(self._peak) // self.concurrency))
             until = time.monotonic() + self.timeout_s
             while self._queued_rows < target and not self._closed:
                 left = until - time.monotonic()
@@ -232,7 +248,7 @@ class Batcher:
                 self._queued_rows -= n
                 if request.taken == request.size:
                     self._queue.popleft()
-            self._inflight_rows = self.max_batch_size - room
+            self._inflight_rows += self.max_batch_size - room
             return batch
 
     def _note_outstanding(self) -> None:
@@ -245,11 +261,25 @@ class Batcher:
 
     def _loop(self) -> None:
         while True:
+            # With concurrency > 1, a batch is cut only when a pass can start at once: rows keep
+            # gathering in the queue meanwhile.
+            while not self._slots.acquire(timeout=0.1):
+                if self._closed:
+                    return
             batch = self._take()
-            if batch is None:
-                return
             if not batch:
+                self._slots.release()
+                if batch is None:
+                    return
                 continue
+            if self._passes is None:
+                self._run(batch)
+            else:
+                self._passes.submit(self._run, batch)
+
+    def _run(self, batch: list[tuple[_Request, int, int]]) -> None:
+        """One forward pass over `batch`, its rows handed back to their callers; frees its slot."""
+        try:
             rows = _concat([request.items[start:stop] for request, start, stop in batch])
             started = time.perf_counter()
             try:
@@ -257,24 +287,30 @@ class Batcher:
             except Exception as exc:  # noqa: BLE001 - goes to this batch's callers; the loop keeps serving
                 log.warning("%s batch of %d rows failed: %s", self.name, len(rows), exc)
                 with self._cond:
-                    self._inflight_rows = 0
+                    self._inflight_rows -= len(rows)
                 self._fail_batch(batch, exc)
-                continue
+                return
             elapsed = time.perf_counter() - started
             with self._cond:
-                self._inflight_rows = 0
+                self._inflight_rows -= len(rows)
                 self._window = max(0.1, 3 * elapsed)
-            self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / len(rows)
-            self.batches += 1
-            self.rows += len(rows)
+                self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * elapsed / len(rows) / self.concurrency
+                self.batches += 1
+                self.rows += len(rows)
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
             offset = 0
             for request, start, stop in batch:
                 n = stop - start
-                request.parts.append(tuple(out[offset : offset + n] for out in outputs))
+                part = tuple(out[offset : offset + n] for out in outputs)
                 offset += n
-                if stop == request.size and request.error is None:
+                with self._cond:
+                    request.parts[start] = part
+                    request.computed += n
+                    finished = request.computed == request.size
+                if finished and request.error is None:
                     request.done.set()
+        finally:
+            self._slots.release()
 
     def _fail_batch(self, batch: list[tuple[_Request, int, int]], error: Exception) -> None:
         with self._cond:

@@ -116,12 +116,12 @@ class ModelRegistry:
         if self.image_batcher is None:
             self.image_batcher = Batcher(
                 self.image_encoder, name="image", max_batch_size=settings.max_batch_size,
-                timeout_ms=settings.timeout_ms, max_queue=settings.max_queue,
+                timeout_ms=settings.timeout_ms, max_queue=settings.max_queue, concurrency=settings.concurrency,
             ).start()
         if self.text_batcher is None:
             self.text_batcher = Batcher(
                 self.text_encoder.encode, name="text", max_batch_size=settings.max_batch_size,
-                timeout_ms=settings.timeout_ms, max_queue=settings.max_text_queue,
+                timeout_ms=settings.timeout_ms, max_queue=settings.max_text_queue, concurrency=settings.concurrency,
             ).start()
 
     def close(self) -> None:

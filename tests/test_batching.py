@@ -71,6 +71,74 @@ def test_each_caller_gets_its_own_rows_in_order_from_many_threads(make_batcher):
     assert len(forward.sizes) < len(sizes)  # requests really were batched together
 
 
+def test_concurrent_passes_overlap_and_every_caller_gets_its_rows(make_batcher):
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(rows):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return double_and_sum(rows)
+
+    batcher = make_batcher(slow, max_batch_size=2, concurrency=2, max_queue=1000)
+    sizes = [1, 2, 3, 1, 5, 1, 2, 1] * 2
+
+    def call(i):
+        x = rows(100 * i, sizes[i])
+        doubled, sums = batcher.submit(x, timeout=30)
+        return np.array_equal(doubled, x * 2) and np.array_equal(sums, x.sum(axis=1))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(call, range(len(sizes))))
+    assert peak[0] == 2 and batcher.rows == sum(sizes)
+
+
+def test_a_split_request_merges_in_order_when_its_passes_end_out_of_order(make_batcher):
+    calls = []
+
+    def first_is_slowest(rows):
+        calls.append(len(rows))
+        time.sleep(0.3 if len(calls) == 1 else 0.0)
+        return double_and_sum(rows)
+
+    batcher = make_batcher(first_is_slowest, max_batch_size=2, concurrency=2)
+    x = rows(0, 5)
+    doubled, sums = batcher.submit(x)
+    assert np.array_equal(doubled, x * 2) and np.array_equal(sums, x.sum(axis=1)) and len(calls) == 3
+
+
+def test_close_lets_every_concurrent_pass_finish(make_batcher):
+    forward = Recorder()
+    batcher = make_batcher(forward, max_batch_size=1, concurrency=2)
+    forward.gate.clear()
+    outcomes = []
+
+    def call(i):
+        try:
+            batcher.submit(rows(i, 1))
+            outcomes.append("ok")
+        except BatcherClosedError:
+            outcomes.append("closed")
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while batcher._inflight_rows < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    time.sleep(0.05)
+    forward.gate.set()
+    closer.join(5)
+    for t in threads:
+        t.join(5)
+    assert not closer.is_alive() and sorted(outcomes) == ["closed"] * 3 + ["ok"] * 2
+
+
 def test_a_lone_caller_does_not_wait_for_the_batch_timeout(make_batcher):
     batcher = make_batcher(double_and_sum, max_batch_size=8, timeout_ms=500)
     for i in range(3):
