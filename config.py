@@ -122,9 +122,11 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ONNX_SPINNING": _bool(env, "ONNX_SPINNING", False),
         "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
         # Dynamic batching (models/batching.py), per model per worker; defaults measured with bench/run.py on
-        # 2 cores: batches of 8 are the fastest per image for EfficientNet-Lite0 and within noise of 16/32 for
-        # ResNet50; the timeout only bounds the wait for callers known to be on their way back.
-        "MAX_BATCH_SIZE": _int(env, "MAX_BATCH_SIZE", 8, minimum=1),
+        # 2 cores: ResNet50 on one pass at a time is fastest per image from batches of 8 (16/32 within noise);
+        # with two passes at once EfficientNet-Lite0 is fastest at 4 (157 against 136-149 images/s from 8 at
+        # 8 clients: a pass of 8 leaves the other idle). The timeout only bounds the wait for callers known
+        # to be on their way back.
+        "MAX_BATCH_SIZE": _int(env, "MAX_BATCH_SIZE", 8 if concurrency == 1 else 4, minimum=1),
         "BATCH_TIMEOUT_MS": _float(env, "BATCH_TIMEOUT_MS", 20.0),
         "MAX_QUEUE": _int(env, "MAX_QUEUE", 64, minimum=1),
         "MAX_TEXT_QUEUE": _int(env, "MAX_TEXT_QUEUE", 1024, minimum=1),

@@ -69,3 +69,19 @@ def test_app_reads_environment_at_creation(monkeypatch, tiny_registry):
     monkeypatch.setenv("MAX_TEXTS", "1")
     client = create_app({"TESTING": True}, registry=tiny_registry).test_client()
     assert client.post("/encode", json={"texts": ["a", "b"]}).json["error"]["code"] == "too_many_texts"
+
+
+@pytest.mark.parametrize(("env", "layout"), [
+    # (workers, passes at once, TF intra / inter threads, ONNX threads, max batch)
+    ({"CPUS": "2"}, (1, 2, 1, 2, 1, 4)),
+    ({"CPUS": "2", "IMAGE_ENCODER": "resnet50"}, (1, 1, 2, 1, 2, 8)),
+    ({"CPUS": "16"}, (1, 4, 4, 4, 4, 4)),
+    ({"CPUS": "1"}, (1, 1, 1, 1, 1, 8)),
+    ({"CPUS": "8", "WORKERS": "2"}, (2, 4, 1, 4, 1, 4)),
+    ({"CPUS": "2", "BATCH_CONCURRENCY": "1", "TF_INTRA_OP_THREADS": "0"}, (1, 1, 0, 1, 2, 8)),
+])
+def test_default_layout_follows_the_cores_and_the_encoder(env, layout):
+    config = load_config(env)
+    keys = ("WORKERS", "BATCH_CONCURRENCY", "TF_INTRA_OP_THREADS", "TF_INTER_OP_THREADS", "ONNX_THREADS",
+            "MAX_BATCH_SIZE")
+    assert tuple(config[k] for k in keys) == layout
