@@ -172,7 +172,7 @@ def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float, keepa
 def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
     print(f"\n=== {encoder} on {runtime} ===", flush=True)
     model_dir = model_dir_for(encoder)
-    server_env = {**dict(args.env), "IMAGE_RUNTIME": runtime}
+    server_env = {**dict(args.env), "IMAGE_ENCODER": encoder, "IMAGE_RUNTIME": runtime}
     if runtime == "onnxruntime":  # the project's own conversion (kept when up to date)
         subprocess.run([PY, "-m", "models.onnx_export", "--image-encoder", encoder, "--model-dir", model_dir],
                        cwd=ROOT, check=True)
@@ -189,7 +189,7 @@ def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
         for setting in args.env:
             print(f"-- {setting[0]}: {setting[1] or 'project defaults'}", flush=True)
             env = dict(kv.split("=", 1) for kv in setting[1].split(",")) if setting[1] else {}
-            env = {"IMAGE_RUNTIME": runtime, **env}
+            env = {"IMAGE_ENCODER": encoder, "IMAGE_RUNTIME": runtime, **env}
             bench_server(encoder, model_dir, best["per_s"], args.seconds, env, (1, 8), extras=False,
                          keepalive=keepalive)
         raise SystemExit(0)
