@@ -135,6 +135,11 @@ class ImageEncoder:
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         if n == 0:
             return np.zeros((0, self.feature_dim), np.float32), np.zeros((0, self.num_classes), np.float32)
+        return self._forward(pixels)
+
+    def _forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One pass over 1..max-bucket rows: padded to the next bucket, through its compiled graph."""
+        n = len(pixels)
         bucket = next(b for b in self.buckets if b >= n)
         forward = self._concrete.get(bucket, self._fn)
         features, probs = forward(pad_rows(np.ascontiguousarray(pixels, np.uint8), bucket))

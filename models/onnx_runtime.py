@@ -54,15 +54,8 @@ class OnnxImageEncoder(ImageEncoder):
     def tracing_count(self) -> int:
         return 0  # nothing is traced: the graph was fixed at conversion
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (N, S, S, 3) -> (features (N, F), probabilities (N, 1000)) as float32 NumPy."""
-        n, largest = len(pixels), self.buckets[-1]
-        if n > largest:
-            parts = [self(pixels[i : i + largest]) for i in range(0, n, largest)]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        if n == 0:
-            return np.zeros((0, self.feature_dim), np.float32), np.zeros((0, self.num_classes), np.float32)
-        # run() releases the GIL: request threads keep decoding while a batch runs.
+    def _forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One pass, any number of rows (nothing padded). run() releases the GIL meanwhile."""
         features, probs = self.model.run(OUTPUTS, {self._input: np.ascontiguousarray(pixels, np.uint8)})
         return features, probs
 
