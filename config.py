@@ -92,6 +92,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     concurrency = _int(env, "BATCH_CONCURRENCY", min(per_worker, 4) if image_encoder == "efficientnet_lite0" else 1,
                        minimum=1)
     threads_per_pass = max(1, per_worker // concurrency)
+    max_batch = _int(env, "MAX_BATCH_SIZE", 8 if concurrency == 1 else 4, minimum=1)
     return {
         "HOST": _str(env, "HOST", "127.0.0.1"),
         "PORT": _int(env, "PORT", 8000, minimum=1),
@@ -99,7 +100,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WORKERS": workers,
         # Forward passes each model runs at once per worker (each on TF_INTRA_OP_THREADS threads).
         "BATCH_CONCURRENCY": concurrency,
-        "THREADS": _int(env, "THREADS", 8, minimum=1),
+        # Request threads per worker: enough for every concurrent pass to fill its batch from one-image requests.
+        "THREADS": _int(env, "THREADS", max(8, max_batch * concurrency), minimum=1),
         "MODEL_DIR": _str(env, "MODEL_DIR", default_model_dir()),
         "IMAGE_ENCODER": image_encoder,
         "IMAGE_RUNTIME": image_runtime,
@@ -126,7 +128,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # with two passes at once EfficientNet-Lite0 is fastest at 4 (157 against 136-149 images/s from 8 at
         # 8 clients: a pass of 8 leaves the other idle). The timeout only bounds the wait for callers known
         # to be on their way back.
-        "MAX_BATCH_SIZE": _int(env, "MAX_BATCH_SIZE", 8 if concurrency == 1 else 4, minimum=1),
+        "MAX_BATCH_SIZE": max_batch,
         "BATCH_TIMEOUT_MS": _float(env, "BATCH_TIMEOUT_MS", 20.0),
         "MAX_QUEUE": _int(env, "MAX_QUEUE", 64, minimum=1),
         "MAX_TEXT_QUEUE": _int(env, "MAX_TEXT_QUEUE", 1024, minimum=1),

@@ -85,3 +85,4 @@ def test_default_layout_follows_the_cores_and_the_encoder(env, layout):
     keys = ("WORKERS", "BATCH_CONCURRENCY", "TF_INTRA_OP_THREADS", "TF_INTER_OP_THREADS", "ONNX_THREADS",
             "MAX_BATCH_SIZE")
     assert tuple(config[k] for k in keys) == layout
+    assert config["THREADS"] >= config["MAX_BATCH_SIZE"] * config["BATCH_CONCURRENCY"]
