@@ -82,22 +82,17 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
     from config import load_config
     from models import weights
     from models.image_encoders import BATCH_BUCKETS
-    from models.loading import configure_tensorflow, load_image_encoder, load_onnx_image_encoder, load_text_encoder
+    from models.loading import configure_tensorflow, load_served_image_encoder, load_text_encoder
 
     config = load_config()
     server = layout == "server"
     configure_tensorflow(config if server else {})  # {}: TensorFlow's defaults, every core
     manifest = weights.verify(model_dir, [image_encoder, weights.TEXT_ENCODER])
-    entry = manifest["models"][image_encoder]
-    if config["IMAGE_RUNTIME"] == "onnxruntime":
-        onnx_entry = weights.verify_onnx(model_dir, image_encoder)
-        threads, spinning = (config["ONNX_THREADS"], config["ONNX_SPINNING"]) if server else (0, True)
-        image = load_onnx_image_encoder(image_encoder, model_dir, entry, onnx_entry, threads, spinning)
-    else:
-        image = load_image_encoder(image_encoder, model_dir, entry)
+    threads, spinning = (config["ONNX_THREADS"], config["ONNX_SPINNING"]) if server else (0, True)
+    image = load_served_image_encoder(image_encoder, model_dir, manifest, config["IMAGE_RUNTIME"], threads, spinning)
+    image.buckets = BATCH_BUCKETS
     if server:
         return _measure_server_layout(image, image_encoder, config, batches, seconds)
-    image.buckets = BATCH_BUCKETS
     text = load_text_encoder(model_dir, manifest["models"][weights.TEXT_ENCODER])
     text.buckets = BATCH_BUCKETS
     size = image.input_size
@@ -129,9 +124,6 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
 
 def _measure_server_layout(image, image_encoder: str, config: dict, batches, seconds: float) -> dict:
     """Throughput with the worker's concurrent passes, and a lone caller's batch-1 latency, on its threads."""
-    from models.image_encoders import BATCH_BUCKETS
-
-    image.buckets = BATCH_BUCKETS
     callers = config["BATCH_CONCURRENCY"]
     size = image.input_size
     rng = np.random.default_rng(0)

@@ -30,6 +30,8 @@ import numpy as np
 from keras import layers
 from PIL import Image
 
+from models.image_encoders import REDUCING_GAP
+
 __all__ = [
     "CROP_PADDING",
     "FEATURE_DIM",
@@ -373,10 +375,6 @@ def load_torch_weights(model: keras.Model, state_dict: dict[str, np.ndarray]) ->
     # Assign only after everything validated, so a failed load leaves the model untouched.
     for var, src, _ in assignments:
         var.assign(src)
-
-
-# Resizing by more than twice this factor first box-reduces by an integer factor (Pillow's reducing_gap).
-REDUCING_GAP = 3.0
 
 
 def preprocess(image: Image.Image) -> np.ndarray:

@@ -15,6 +15,18 @@ from PIL import Image
 RESNET50_MEAN_BGR = (103.939, 116.779, 123.68)
 # Batches are padded up to one of these sizes, so the compiled forward pass sees a handful of shapes.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+# Resizing by more than twice this factor first box-reduces by an integer factor (Pillow's reducing_gap):
+# a 12 MP crop to 224 in 7 ms instead of 39, mean difference 0.16 of 255.
+REDUCING_GAP = 3.0
+
+
+def served_outputs(model, pixels) -> dict:
+    """The served forward pass, as TensorFlow traces it and ONNX export converts it: uint8 pixels in,
+    {"features", "probs"} (the classifier's softmax) out."""
+    import tensorflow as tf
+
+    out = model(tf.cast(pixels, tf.float32), training=False)
+    return {"features": out["features"], "probs": tf.nn.softmax(out["logits"], axis=-1)}
 
 
 def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
@@ -36,7 +48,7 @@ def resize_and_center_crop(image: Image.Image, size: int, resize_to: int, resamp
     width, height = image.size
     scale = resize_to / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), resample=resample, reducing_gap=3.0)
+    image = image.resize((new_w, new_h), resample=resample, reducing_gap=REDUCING_GAP)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
@@ -105,8 +117,8 @@ class ImageEncoder:
         # No input signature: one fixed-shape graph per bucket, all traced by warmup().
         @tf.function(reduce_retracing=False)
         def forward(pixels):
-            out = model(tf.cast(pixels, tf.float32), training=False)
-            return out["features"], tf.nn.softmax(out["logits"], axis=-1)
+            out = served_outputs(model, pixels)
+            return out["features"], out["probs"]
 
         self._fn = forward
 

@@ -81,7 +81,17 @@ def load_onnx_image_encoder(name: str, model_dir: str, entry: dict[str, Any], on
     size, dim, preprocess = encoder_spec(name)
     session = create_session(os.path.join(model_dir, onnx_entry["file"]), threads, spinning)
     return OnnxImageEncoder(name, entry["architecture"], session, size, dim, preprocess, entry["preprocessing"],
-                            entry["sha256"], onnx_sha256=onnx_entry["sha256"], threads=threads)
+                            entry["sha256"], onnx_sha256=onnx_entry["sha256"])
+
+
+def load_served_image_encoder(name: str, model_dir: str, manifest: dict[str, Any], runtime: str,
+                              onnx_threads: int = 0, onnx_spinning: bool = False) -> ImageEncoder:
+    """The image encoder on `runtime` (IMAGE_RUNTIME), from a verified manifest of model_dir."""
+    if runtime == "onnxruntime":
+        onnx_entry = weights.verify_onnx(model_dir, name)
+        return load_onnx_image_encoder(name, model_dir, manifest["models"][name], onnx_entry, onnx_threads,
+                                       onnx_spinning)
+    return load_image_encoder(name, model_dir, manifest["models"][name])
 
 
 def load_text_encoder(model_dir: str, entry: dict[str, Any]) -> TextEncoder:
@@ -117,12 +127,8 @@ def build_registry(config: dict[str, Any]) -> ModelRegistry:
     """
     name = config["IMAGE_ENCODER"]
     manifest = weights.verify(config["MODEL_DIR"], [name, weights.TEXT_ENCODER])
-    if config.get("IMAGE_RUNTIME") == "onnxruntime":
-        onnx_entry = weights.verify_onnx(config["MODEL_DIR"], name)
-        image = load_onnx_image_encoder(name, config["MODEL_DIR"], manifest["models"][name], onnx_entry,
-                                        config.get("ONNX_THREADS", 0), config.get("ONNX_SPINNING", False))
-    else:
-        image = load_image_encoder(name, config["MODEL_DIR"], manifest["models"][name])
+    image = load_served_image_encoder(name, config["MODEL_DIR"], manifest, config.get("IMAGE_RUNTIME", "tensorflow"),
+                                      config.get("ONNX_THREADS", 0), config.get("ONNX_SPINNING", False))
     text = load_text_encoder(config["MODEL_DIR"], manifest["models"][weights.TEXT_ENCODER])
     head = load_fusion_head(config, image, text)
     registry = ModelRegistry(image, text, head, class_names(), batching=BatchSettings.from_config(config),

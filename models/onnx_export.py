@@ -34,13 +34,12 @@ def convert(encoder, path: str) -> None:
     import tensorflow as tf
     import tf2onnx
 
+    from models.image_encoders import served_outputs
+
     model, size = encoder.model, encoder.input_size
     spec = [tf.TensorSpec([None, size, size, 3], tf.uint8, name="pixels")]
-
-    @tf.function(input_signature=spec)
-    def served(pixels):  # ImageEncoder's own forward pass, with a dynamic batch
-        out = model(tf.cast(pixels, tf.float32), training=False)
-        return {"features": out["features"], "probs": tf.nn.softmax(out["logits"], axis=-1)}
+    # ImageEncoder's own forward pass, with a dynamic batch; the output names come from the dict's keys.
+    served = tf.function(lambda pixels: served_outputs(model, pixels), input_signature=spec)
 
     proto, _ = tf2onnx.convert.from_function(served, input_signature=spec, opset=OPSET)
     onnx.checker.check_model(proto)

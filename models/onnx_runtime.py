@@ -36,7 +36,6 @@ class OnnxImageEncoder(ImageEncoder):
     """`model` is an onnxruntime.InferenceSession of the converted encoder."""
 
     onnx_sha256: str | None = None
-    threads: int = 0
 
     def __post_init__(self):
         inputs = self.model.get_inputs()
