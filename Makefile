@@ -22,7 +22,7 @@ lint: install-dev
 	$(VENV)/bin/hadolint --no-color --failure-threshold warning Dockerfile
 
 bench: install-dev  ## raw model vs real server vs naive Flask, both runtimes, same run; figures in bench/results/*.json
-	$(PY) -m bench.run --image-encoder all --runtime all
+	$(PY) -m bench.run --image-encoder all --runtime all --rounds 3
 
 train-default-head: install  ## train the default fusion head again (fixed seed) into MODEL_DIR/fusion_head
 	$(PY) -m models.default_head --force

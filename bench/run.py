@@ -1,7 +1,7 @@
 """The benchmark suite: raw model, the real server (gunicorn, project defaults), the naive Flask baseline.
 
     python -m bench.run [--image-encoder efficientnet_lite0|resnet50|all] [--runtime tensorflow|onnxruntime|all]
-                        [--env KEY=VALUE ...] [--skip-naive]
+                        [--env KEY=VALUE ...] [--skip-naive] [--rounds N]
 
 All in one run on one machine, so the ratios hold on a noisy box. Prints a table and the ratios, and writes
 bench/results/<encoder>-<runtime>-<time>.json. Every phase is bounded (fixed request counts sized from the raw
@@ -18,6 +18,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -200,17 +201,46 @@ def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
         if encoder not in naive:
             naive[encoder] = bench_naive(encoder, model_dir, min(best["per_s"] * 0.5, 40), args.seconds, keepalive)
         result["naive"] = naive[encoder]
+    result["rounds"] = [round_figures(raw, result["server"]["levels"])]
+    for i in range(2, args.rounds + 1):
+        # The ratios again, raw and server back to back, so that one slow minute of a shared machine shows
+        # as a spread instead of moving the verdict: only the ceiling's batch sizes, and c=1 and c=8.
+        print(f"-- round {i} of {args.rounds}: the ceiling and the server at c=1 and c=8 again", flush=True)
+        again = run_raw(encoder, model_dir, args.raw_seconds, server_env, "whole",
+                        batches=(1, raw["best_image_batch"]))
+        again["server_layout"] = run_raw(encoder, model_dir, args.raw_seconds, server_env, "server",
+                                         batches=(1, raw["server_layout"]["best_image_batch"]))
+        server = bench_server(encoder, model_dir, best["per_s"], args.seconds, server_env, (1, 8), extras=False,
+                              keepalive=keepalive)
+        result["rounds"].append(round_figures(again, server["levels"]))
     result["ratios"] = ratios(result)
     return result
 
 
-def run_raw(encoder: str, model_dir: str, seconds: float, env: dict, layout: str) -> dict:
+def run_raw(encoder: str, model_dir: str, seconds: float, env: dict, layout: str, batches=None) -> dict:
+    extra = ["--batches", ",".join(map(str, batches)), "--images-only"] if batches else []
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         subprocess.run([PY, "-m", "bench.raw", "--image-encoder", encoder, "--model-dir", model_dir,
-                        "--seconds", str(seconds), "--layout", layout, "--json", tmp.name], cwd=ROOT, check=True,
-                       env={**os.environ, **env})
+                        "--seconds", str(seconds), "--layout", layout, "--json", tmp.name, *extra], cwd=ROOT,
+                       check=True, env={**os.environ, **env})
         with open(tmp.name) as f:
             return json.load(f)
+
+
+def round_figures(raw: dict, levels: dict) -> dict:
+    """One round's ceiling, server figures and the two ratios against the bare model."""
+    best, latency = ceiling(raw)
+    return {
+        "raw_best_per_s": best,
+        "raw_batch1_latency_ms": latency,
+        "server8_per_s": levels[8]["req_per_s"],
+        "server1_p50_ms": levels[1]["p50_ms"],
+        "server8_over_raw_best": levels[8]["req_per_s"] / best,
+        "server_p50_1_over_raw_batch1_latency": levels[1]["p50_ms"] / latency,
+        # Against the whole-machine run alone (one caller, the runtime's own threads), for comparison.
+        "server8_over_whole_best": levels[8]["req_per_s"] / raw["images"][str(raw["best_image_batch"])]["per_s"],
+        "server_p50_1_over_whole_batch1_latency": levels[1]["p50_ms"] / raw["images"]["1"]["latency_ms"],
+    }
 
 
 def ceiling(raw: dict) -> tuple[float, float]:
@@ -236,6 +266,13 @@ def ratios(result: dict) -> dict:
     if "naive" in result:
         naive8 = result["naive"]["levels"][8]["req_per_s"]
         out["server8_over_naive8"] = server[8]["req_per_s"] / naive8 if naive8 else float("inf")
+    rounds = result.get("rounds", [])
+    if len(rounds) > 1:
+        for key in ("server8_over_raw_best", "server_p50_1_over_raw_batch1_latency", "server8_over_whole_best",
+                    "server_p50_1_over_whole_batch1_latency"):
+            values = [r[key] for r in rounds]
+            out[f"{key}_median"] = statistics.median(values)
+            out[f"{key}_range"] = [min(values), max(values)]
     return out
 
 
@@ -266,6 +303,15 @@ def print_summary(result: dict) -> None:
     if "server8_over_naive8" in r:
         print(f"server(8) / naive(8)             = {r['server8_over_naive8']:.2f}   (target >= 1.7)")
     print(f"server p50(1) / raw batch-1 lat. = {r['server_p50_1_over_raw_batch1_latency']:.2f}   (target <= 1.2)")
+    rounds = result.get("rounds", [])
+    if len(rounds) > 1:
+        print(f"over {len(rounds)} rounds (each: ceiling, then server), median (min-max):")
+        for key, name in (("server8_over_raw_best", "server(8) / raw(best)"),
+                          ("server_p50_1_over_raw_batch1_latency", "server p50(1) / raw batch-1 lat."),
+                          ("server8_over_whole_best", "  against the whole-machine raw"),
+                          ("server_p50_1_over_whole_batch1_latency", "  against the whole-machine raw")):
+            low, high = r[f"{key}_range"]
+            print(f"  {name:<32} = {r[f'{key}_median']:.2f} ({low:.2f}-{high:.2f})")
     s = result["server"]
     print(f"start-up to ready {s['startup_s']:.1f} s; worker RSS {s['worker_rss_mib']} MiB")
 
@@ -286,6 +332,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="compare server settings: each --env NAME=K=V[,K=V] is one setting, c=1 and c=8 only")
     parser.add_argument("--raw-from", help="a results JSON whose raw figures to reuse (for settings sweeps)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the ceiling and the server at c=1 and c=8 this many times in all, "
+                             "alternately, and print the ratios' median and range")
     args = parser.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     encoders = ("efficientnet_lite0", "resnet50") if args.image_encoder == "all" else (args.image_encoder,)

@@ -75,6 +75,7 @@ def test_app_reads_environment_at_creation(monkeypatch, tiny_registry):
     # (workers, passes at once, TF intra / inter threads, ONNX threads, max batch)
     ({"CPUS": "2"}, (1, 2, 1, 2, 1, 4)),
     ({"CPUS": "2", "IMAGE_ENCODER": "resnet50"}, (1, 1, 2, 1, 2, 8)),
+    ({"CPUS": "2", "IMAGE_ENCODER": "resnet50", "IMAGE_RUNTIME": "onnxruntime"}, (1, 1, 2, 1, 2, 8)),
     ({"CPUS": "16"}, (1, 4, 4, 4, 4, 4)),
     ({"CPUS": "1"}, (1, 1, 1, 1, 1, 8)),
     ({"CPUS": "8", "WORKERS": "2"}, (2, 4, 1, 4, 1, 4)),
