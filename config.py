@@ -118,9 +118,12 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # concurrent pass's kernels on an inter-op thread, so it needs one per pass.
         "TF_INTRA_OP_THREADS": _int(env, "TF_INTRA_OP_THREADS", threads_per_pass),
         "TF_INTER_OP_THREADS": _int(env, "TF_INTER_OP_THREADS", concurrency),
-        # ONNX Runtime (IMAGE_RUNTIME=onnxruntime): intra-op threads per worker, and whether idle threads spin
-        # (faster alone, but spinning takes the cores from the request threads: measured slower when serving).
-        "ONNX_THREADS": _int(env, "ONNX_THREADS", threads_per_pass),
+        # ONNX Runtime (IMAGE_RUNTIME=onnxruntime): the intra-op pool of the worker's session, shared by the
+        # passes running at once, so a lone pass uses every core of the worker (EfficientNet-Lite0 on 2 cores:
+        # c=1 p50 7.0-7.5 against 8.1-8.3 ms with a thread per pass, c=8 224-226 against 210-215 images/s);
+        # and whether idle threads spin (faster alone, but spinning takes the cores from the request threads:
+        # measured slower when serving).
+        "ONNX_THREADS": _int(env, "ONNX_THREADS", per_worker),
         "ONNX_SPINNING": _bool(env, "ONNX_SPINNING", False),
         "REQUEST_TIMEOUT_S": _float(env, "REQUEST_TIMEOUT_S", 30.0),
         # Dynamic batching (models/batching.py), per model per worker; defaults measured with bench/run.py on

@@ -73,12 +73,12 @@ def test_app_reads_environment_at_creation(monkeypatch, tiny_registry):
 
 @pytest.mark.parametrize(("env", "layout"), [
     # (workers, passes at once, TF intra / inter threads, ONNX threads, max batch)
-    ({"CPUS": "2"}, (1, 2, 1, 2, 1, 4)),
+    ({"CPUS": "2"}, (1, 2, 1, 2, 2, 4)),
     ({"CPUS": "2", "IMAGE_ENCODER": "resnet50"}, (1, 1, 2, 1, 2, 8)),
     ({"CPUS": "2", "IMAGE_ENCODER": "resnet50", "IMAGE_RUNTIME": "onnxruntime"}, (1, 1, 2, 1, 2, 8)),
-    ({"CPUS": "16"}, (1, 4, 4, 4, 4, 4)),
+    ({"CPUS": "16"}, (1, 4, 4, 4, 16, 4)),
     ({"CPUS": "1"}, (1, 1, 1, 1, 1, 8)),
-    ({"CPUS": "8", "WORKERS": "2"}, (2, 4, 1, 4, 1, 4)),
+    ({"CPUS": "8", "WORKERS": "2"}, (2, 4, 1, 4, 4, 4)),
     ({"CPUS": "2", "BATCH_CONCURRENCY": "1", "TF_INTRA_OP_THREADS": "0"}, (1, 1, 0, 1, 2, 8)),
 ])
 def test_default_layout_follows_the_cores_and_the_encoder(env, layout):
