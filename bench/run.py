@@ -254,22 +254,21 @@ def ceiling(raw: dict) -> tuple[float, float]:
     return best, latency
 
 
+ROUND_RATIOS = ("server8_over_raw_best", "server_p50_1_over_raw_batch1_latency", "server8_over_whole_best",
+                "server_p50_1_over_whole_batch1_latency")
+
+
 def ratios(result: dict) -> dict:
-    raw, server = result["raw"], result["server"]["levels"]
-    best, latency = ceiling(raw)
-    out = {
-        "raw_best_per_s": best,
-        "raw_batch1_latency_ms": latency,
-        "server8_over_raw_best": server[8]["req_per_s"] / best,
-        "server_p50_1_over_raw_batch1_latency": server[1]["p50_ms"] / latency,
-    }
+    """The first (full) round's ratios; with several rounds, each ratio's median and range too."""
+    first = round_figures(result["raw"], result["server"]["levels"])
+    out = {key: first[key] for key in ("raw_best_per_s", "raw_batch1_latency_ms", "server8_over_raw_best",
+                                       "server_p50_1_over_raw_batch1_latency")}
     if "naive" in result:
         naive8 = result["naive"]["levels"][8]["req_per_s"]
-        out["server8_over_naive8"] = server[8]["req_per_s"] / naive8 if naive8 else float("inf")
+        out["server8_over_naive8"] = first["server8_per_s"] / naive8 if naive8 else float("inf")
     rounds = result.get("rounds", [])
     if len(rounds) > 1:
-        for key in ("server8_over_raw_best", "server_p50_1_over_raw_batch1_latency", "server8_over_whole_best",
-                    "server_p50_1_over_whole_batch1_latency"):
+        for key in ROUND_RATIOS:
             values = [r[key] for r in rounds]
             out[f"{key}_median"] = statistics.median(values)
             out[f"{key}_range"] = [min(values), max(values)]
@@ -299,19 +298,19 @@ def print_summary(result: dict) -> None:
         cells = (f"{levels[c]['req_per_s']:8.1f} {levels[c]['p50_ms']:7.1f}" for c in CONCURRENCY)
         print(f"{name:>8}  " + "  ".join(cells))
     print(f"ceiling: {r['raw_best_per_s']:.1f} images/s, batch-1 latency {r['raw_batch1_latency_ms']:.1f} ms")
-    print(f"server(8) / raw(best)            = {r['server8_over_raw_best']:.2f}   (target >= 0.90)")
+    print(f"server(8) / raw(best)            = {r['server8_over_raw_best']:.3f}   (target >= 0.90)")
     if "server8_over_naive8" in r:
         print(f"server(8) / naive(8)             = {r['server8_over_naive8']:.2f}   (target >= 1.7)")
-    print(f"server p50(1) / raw batch-1 lat. = {r['server_p50_1_over_raw_batch1_latency']:.2f}   (target <= 1.2)")
+    print(f"server p50(1) / raw batch-1 lat. = {r['server_p50_1_over_raw_batch1_latency']:.3f}   (target <= 1.2)")
     rounds = result.get("rounds", [])
     if len(rounds) > 1:
         print(f"over {len(rounds)} rounds (each: ceiling, then server), median (min-max):")
         for key, name in (("server8_over_raw_best", "server(8) / raw(best)"),
                           ("server_p50_1_over_raw_batch1_latency", "server p50(1) / raw batch-1 lat."),
-                          ("server8_over_whole_best", "  against the whole-machine raw"),
-                          ("server_p50_1_over_whole_batch1_latency", "  against the whole-machine raw")):
+                          ("server8_over_whole_best", "server(8) / whole-machine raw"),
+                          ("server_p50_1_over_whole_batch1_latency", "p50(1) / whole-machine batch-1")):
             low, high = r[f"{key}_range"]
-            print(f"  {name:<32} = {r[f'{key}_median']:.2f} ({low:.2f}-{high:.2f})")
+            print(f"  {name:<32} = {r[f'{key}_median']:.3f} ({low:.3f}-{high:.3f})")
     s = result["server"]
     print(f"start-up to ready {s['startup_s']:.1f} s; worker RSS {s['worker_rss_mib']} MiB")
 
