@@ -46,8 +46,7 @@ def conse_embed(probs: np.ndarray, class_embs: np.ndarray, top_k: int = 10) -> n
 def embed_classes(text_encoder, names) -> np.ndarray:
     """(len(names), D) class embeddings; `names` holds a name or a tuple of synonyms per class."""
     prompts, owners = class_prompts(names)
-    embedded = np.concatenate([text_encoder.encode(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-    return class_embeddings(embedded, owners, len(names))
+    return class_embeddings(text_encoder.encode(prompts), owners, len(names))
 
 
 def cached_class_embeddings(text_encoder, names, cache_dir: str) -> np.ndarray:

@@ -94,7 +94,7 @@ def build_dataset(image_encoder, text_encoder, seed: int = 0, per_class: int = S
     prompts = class_texts(rng)
     flat = [p for ps in prompts for p in ps]
     offsets = np.cumsum([0] + [len(ps) for ps in prompts])
-    embeddings = np.concatenate([text_encoder.encode(flat[i:i + 128]) for i in range(0, len(flat), 128)])
+    embeddings = text_encoder.encode(flat)
     names = embeddings[offsets[:-1]]  # first prompt of each class, for hard negatives
     nearest = np.argsort(-(names @ names.T), axis=1)[:, 1:21]
     rows_img, rows_txt, labels = [], [], []

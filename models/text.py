@@ -48,7 +48,7 @@ class TextEncoder:
         return self._fn.experimental_get_tracing_count()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Texts -> (M, dim) float32 unit vectors."""
+        """Texts, any number of them (run in batches of at most the largest bucket) -> (M, dim) float32 unit vectors."""
         texts, n, largest = list(texts), len(texts), self.buckets[-1]
         if n == 0:
             return np.zeros((0, self.dim), np.float32)

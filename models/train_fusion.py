@@ -102,8 +102,7 @@ def train_from_file(data: str, out: str, params: HyperParameters, image_encoder,
     hashes = {path: sha256_file(path) for path in set(paths)}  # feature cache keys and the data hash
     feats = image_features(hashes, image_encoder, cache_dir, verbose)
     texts = sorted({r[1] for r in rows})
-    vectors = np.concatenate([text_encoder.encode(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-    embedded = dict(zip(texts, vectors, strict=True))
+    embedded = dict(zip(texts, text_encoder.encode(texts), strict=True))
     x_image = np.stack([feats[p] for p in paths]).astype(np.float32)
     x_text = np.stack([embedded[r[1]] for r in rows]).astype(np.float32)
     labels = np.array([r[2] for r in rows], np.float32)
