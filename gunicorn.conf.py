@@ -36,9 +36,9 @@ def on_starting(server):
     from models import weights
 
     try:
-        weights.verify(_config["MODEL_DIR"], [_config["IMAGE_ENCODER"], weights.TEXT_ENCODER])
+        manifest = weights.verify(_config["MODEL_DIR"], [_config["IMAGE_ENCODER"], weights.TEXT_ENCODER])
         if _config["IMAGE_RUNTIME"] == "onnxruntime":
-            weights.verify_onnx(_config["MODEL_DIR"], _config["IMAGE_ENCODER"])
+            weights.verify_onnx(_config["MODEL_DIR"], _config["IMAGE_ENCODER"], manifest)
     except weights.WeightsError as err:
         server.log.error("cannot start: %s", err)
         raise SystemExit(1) from None

@@ -88,7 +88,7 @@ def load_served_image_encoder(name: str, model_dir: str, manifest: dict[str, Any
                               onnx_threads: int = 0, onnx_spinning: bool = False) -> ImageEncoder:
     """The image encoder on `runtime` (IMAGE_RUNTIME), from a verified manifest of model_dir."""
     if runtime == "onnxruntime":
-        onnx_entry = weights.verify_onnx(model_dir, name)
+        onnx_entry = weights.verify_onnx(model_dir, name, manifest)
         return load_onnx_image_encoder(name, model_dir, manifest["models"][name], onnx_entry, onnx_threads,
                                        onnx_spinning)
     return load_image_encoder(name, model_dir, manifest["models"][name])

@@ -71,7 +71,7 @@ def export(model_dir: str, name: str, force: bool = False) -> dict[str, Any]:
     manifest = weights.verify(model_dir, [name])
     if not force:
         try:
-            entry = weights.verify_onnx(model_dir, name)
+            entry = weights.verify_onnx(model_dir, name, manifest)
             print(f"{name}.onnx: up to date ({entry['sha256'][:12]})")
             return entry
         except weights.WeightsError:

@@ -268,9 +268,14 @@ def verify(model_dir: str, names: list[str]) -> dict[str, Any]:
     return manifest
 
 
-def verify_onnx(model_dir: str, name: str) -> dict[str, Any]:
-    """The ONNX entry of image encoder `name`, checked: its file's sha256, and converted from today's weights."""
-    manifest = verify(model_dir, [name])
+def verify_onnx(model_dir: str, name: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ONNX entry of image encoder `name`, checked: its file's sha256, and converted from today's weights.
+
+    `manifest`: what `verify(model_dir, [name, ...])` returned, when the caller has just checked the weights
+    (they are not hashed again); without it they are checked here.
+    """
+    if manifest is None:
+        manifest = verify(model_dir, [name])
     entry = manifest.get("onnx", {}).get(name)
     fix = f"run `python -m models.onnx_export --image-encoder {name}` (or `IMAGE_RUNTIME=onnxruntime make install`)"
     if entry is None:

@@ -68,18 +68,23 @@ def test_verify_onnx_refuses_missing_tampered_and_stale_files(onnx_dir, tmp_path
         else:
             os.symlink(os.path.realpath(src), tmp_path / name)
     good = weights.read_manifest(str(tmp_path))
-    weights.verify_onnx(str(tmp_path), ENCODER)
+    entry = weights.verify_onnx(str(tmp_path), ENCODER)
+    assert weights.verify_onnx(str(tmp_path), ENCODER, weights.verify(str(tmp_path), [ENCODER])) == entry
 
     stale = {**good, "onnx": {ENCODER: {**good["onnx"][ENCODER], "source_sha256": "0" * 64}}}
     weights.write_manifest(str(tmp_path), stale)
     with pytest.raises(weights.WeightsError, match="other efficientnet_lite0 weights.*onnx_export"):
         weights.verify_onnx(str(tmp_path), ENCODER)
+    with pytest.raises(weights.WeightsError, match="other efficientnet_lite0 weights"):  # weights checked by the caller
+        weights.verify_onnx(str(tmp_path), ENCODER, weights.verify(str(tmp_path), [ENCODER]))
 
     weights.write_manifest(str(tmp_path), good)
     with open(tmp_path / f"{ENCODER}.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(weights.WeightsError, match="does not match the manifest's sha256"):
         weights.verify_onnx(str(tmp_path), ENCODER)
+    with pytest.raises(weights.WeightsError, match="does not match the manifest's sha256"):
+        weights.verify_onnx(str(tmp_path), ENCODER, weights.verify(str(tmp_path), [ENCODER]))
 
     weights.write_manifest(str(tmp_path), {k: v for k, v in good.items() if k != "onnx"})
     with pytest.raises(weights.WeightsError, match="holds no ONNX model.*onnx_export"):
