@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import threading
 import time
 import uuid
@@ -17,29 +16,32 @@ PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png")
 
 def photo_jpegs() -> list[bytes]:
     """scikit-image's sample photos, re-encoded as JPEG (quality 90)."""
-    import skimage
     from PIL import Image
 
-    folder = os.path.join(os.path.dirname(skimage.__file__), "data")
+    from evaluation import photo_path
+
     out = []
     for name in PHOTOS:
         buf = io.BytesIO()
-        Image.open(os.path.join(folder, name)).convert("RGB").save(buf, "JPEG", quality=90)
+        Image.open(photo_path("skimage", name)).convert("RGB").save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
 
-def multipart(field: str, data: bytes, filename: str = "photo.jpg") -> tuple[bytes, str]:
+def multipart_images(jpegs: list[bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body with one "image" part per JPEG, and its Content-Type."""
     boundary = uuid.uuid4().hex
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{i}.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode() + jpeg + b"\r\n"
+        for i, jpeg in enumerate(jpegs)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def image_bodies() -> list[tuple[bytes, str]]:
-    return [multipart("image", jpeg) for jpeg in photo_jpegs()]
+    """One body per photo, one image each."""
+    return [multipart_images([jpeg]) for jpeg in photo_jpegs()]
 
 
 def text_bodies() -> list[tuple[bytes, str]]:

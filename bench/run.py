@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench.load import image_bodies, photo_jpegs, run_load, text_bodies
+from bench.load import image_bodies, multipart_images, photo_jpegs, run_load, text_bodies
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -132,7 +132,8 @@ def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extr
         out["text_levels"] = load_levels(port, text_rate, seconds / 2, "texts", levels, texts=True,
                                          keepalive=keepalive)
         # Past the queue's bound: 16 clients x 16 images each must get 200s or explicit 429s, nothing else.
-        big = [_many_images(photo_jpegs(), 16)]
+        jpegs = photo_jpegs()
+        big = [multipart_images([jpegs[i % len(jpegs)] for i in range(16)])]
         over = run_load(port, "/encode", big, 16, 32, keepalive=keepalive)
         out["overload_c16x16"] = over
         print(f" server overload 16 clients x 16 images: {over['statuses']}", flush=True)
@@ -142,18 +143,6 @@ def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extr
         return out
     finally:
         stop(proc)
-
-
-def _many_images(jpegs: list[bytes], n: int) -> tuple[bytes, str]:
-    import uuid
-
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{i}.jpg"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n".encode() + jpegs[i % len(jpegs)] + b"\r\n"
-        for i in range(n)
-    ]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float, keepalive: bool = True) -> dict:

@@ -48,3 +48,14 @@ def test_one_round_has_no_median():
     result = {"raw": _raw(100, 10.0, 100, 10.0), "server": {"levels": _levels(80, 12.0)},
               "rounds": [round_figures(_raw(100, 10.0, 100, 10.0), _levels(80, 12.0))]}
     assert "server8_over_raw_best_median" not in ratios(result)
+
+
+def test_multipart_images_carries_each_jpeg_as_an_image_part():
+    from werkzeug.test import EnvironBuilder
+
+    from bench.load import multipart_images
+
+    jpegs = [b"\xff\xd8\xff first", b"\xff\xd8\xff second\r\n--not-a-boundary", b"\xff\xd8\xff third"]
+    body, content_type = multipart_images(jpegs)
+    request = EnvironBuilder(method="POST", data=body, content_type=content_type).get_request()
+    assert [part.read() for part in request.files.getlist("image")] == jpegs
