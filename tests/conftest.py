@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,6 +20,23 @@ from models.imagenet import class_names
 from models.registry import ModelRegistry
 from models.text import TextEncoder
 from models.weights import minilm_source_dir
+
+
+class PeakConcurrency:
+    """Counts the callers inside `hold()` at once; `peak` is the most there ever were."""
+
+    def __init__(self):
+        self.running = self.peak = 0
+        self._lock = threading.Lock()
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(seconds)
+        with self._lock:
+            self.running -= 1
+
 
 TINY_SIZE = 32
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.batching import Batcher, BatcherClosedError, BatchSettings, BatchTimeoutError, QueueFullError
+from tests.conftest import PeakConcurrency
 
 
 def double_and_sum(rows: np.ndarray):
@@ -55,45 +56,35 @@ def rows(start: int, n: int) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.float32)[:, None].repeat(3, axis=1)
 
 
+def gets_its_own_rows(batcher: Batcher, start: int, n: int) -> bool:
+    """Submit rows(start, n) to a double_and_sum batcher: True if exactly their outputs came back, in order."""
+    x = rows(start, n)
+    doubled, sums = batcher.submit(x, timeout=30)
+    return np.array_equal(doubled, x * 2) and np.array_equal(sums, x.sum(axis=1))
+
+
 def test_each_caller_gets_its_own_rows_in_order_from_many_threads(make_batcher):
     forward = Recorder()
     batcher = make_batcher(forward, max_batch_size=8, max_queue=10_000)
     sizes = [1, 3, 8, 9, 20, 2, 1, 5] * 6  # mixed, some bigger than a batch
-
-    def call(i):
-        x = rows(1000 * i, sizes[i])
-        doubled, sums = batcher.submit(x, timeout=30)
-        return np.array_equal(doubled, x * 2) and np.array_equal(sums, x.sum(axis=1))
-
     with ThreadPoolExecutor(16) as pool:
-        assert all(pool.map(call, range(len(sizes))))
+        assert all(pool.map(lambda i: gets_its_own_rows(batcher, 1000 * i, sizes[i]), range(len(sizes))))
     assert max(forward.sizes) <= 8 and sum(forward.sizes) == sum(sizes)
     assert len(forward.sizes) < len(sizes)  # requests really were batched together
 
 
 def test_concurrent_passes_overlap_and_every_caller_gets_its_rows(make_batcher):
-    running, peak, lock = [0], [0], threading.Lock()
+    passes = PeakConcurrency()
 
     def slow(rows):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
+        passes.hold(0.05)
         return double_and_sum(rows)
 
     batcher = make_batcher(slow, max_batch_size=2, concurrency=2, max_queue=1000)
     sizes = [1, 2, 3, 1, 5, 1, 2, 1] * 2
-
-    def call(i):
-        x = rows(100 * i, sizes[i])
-        doubled, sums = batcher.submit(x, timeout=30)
-        return np.array_equal(doubled, x * 2) and np.array_equal(sums, x.sum(axis=1))
-
     with ThreadPoolExecutor(8) as pool:
-        assert all(pool.map(call, range(len(sizes))))
-    assert peak[0] == 2 and batcher.rows == sum(sizes)
+        assert all(pool.map(lambda i: gets_its_own_rows(batcher, 100 * i, sizes[i]), range(len(sizes))))
+    assert passes.peak == 2 and batcher.rows == sum(sizes)
 
 
 def test_a_split_request_merges_in_order_when_its_passes_end_out_of_order(make_batcher):
@@ -105,9 +96,7 @@ def test_a_split_request_merges_in_order_when_its_passes_end_out_of_order(make_b
         return double_and_sum(rows)
 
     batcher = make_batcher(first_is_slowest, max_batch_size=2, concurrency=2)
-    x = rows(0, 5)
-    doubled, sums = batcher.submit(x)
-    assert np.array_equal(doubled, x * 2) and np.array_equal(sums, x.sum(axis=1)) and len(calls) == 3
+    assert gets_its_own_rows(batcher, 0, 5) and len(calls) == 3
 
 
 def test_a_lone_caller_does_not_wait_for_the_batch_timeout(make_batcher):

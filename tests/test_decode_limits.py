@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 import numpy as np
 from PIL import Image
 
 from app import images
+from tests.conftest import PeakConcurrency
 
 
 def _png(width: int, height: int) -> bytes:
@@ -20,15 +20,10 @@ def _png(width: int, height: int) -> bytes:
 
 def test_at_most_two_large_decodes_run_at_once():
     big = _png(3000, 3000)  # 9 MP, above LARGE_PIXELS, a few KB compressed
-    active, peak, lock = [0], [0], threading.Lock()
+    decodes = PeakConcurrency()
 
     def slow_preprocess(image):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
-        with lock:
-            active[0] -= 1
+        decodes.hold(0.05)
         return np.asarray(image.resize((8, 8)))
 
     def decode():
@@ -40,7 +35,7 @@ def test_at_most_two_large_decodes_run_at_once():
         t.start()
     for t in threads:
         t.join(30)
-    assert peak[0] == 2
+    assert decodes.peak == 2
 
 
 def test_small_images_are_not_limited():
