@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -49,12 +50,26 @@ def text_bodies() -> list[tuple[bytes, str]]:
     return [(json.dumps({"texts": [t]}).encode(), "application/json") for t in texts]
 
 
+def process_cpu_seconds(pids) -> float:
+    """CPU time the processes `pids` have used so far (all their threads; 0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(port: int, path: str, bodies, concurrency: int, requests: int, timeout: float = 60,
-             keepalive: bool = True) -> dict:
+             keepalive: bool = True, cpu_pids=()) -> dict:
     """POST `requests` bodies (round-robin) with `concurrency` threads.
 
     Each thread keeps its HTTP/1.1 connection open between requests, as a client with a connection pool
     does (reconnecting whenever the server closes it); `keepalive=False` opens one connection per request.
+    With `cpu_pids` (the server's workers), the CPU time they used per answered request is counted too.
     """
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -106,12 +121,13 @@ def run_load(port: int, path: str, bodies, concurrency: int, requests: int, time
             conn.close()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), process_cpu_seconds(cpu_pids)
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    cpu = process_cpu_seconds(cpu_pids) - cpu
     ok = statuses.get("200", 0)
     lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
     return {
@@ -125,4 +141,5 @@ def run_load(port: int, path: str, bodies, concurrency: int, requests: int, time
         "p50_ms": float(np.percentile(lat, 50)),
         "p90_ms": float(np.percentile(lat, 90)),
         "p99_ms": float(np.percentile(lat, 99)),
+        "server_cpu_ms_per_request": 1000 * cpu / ok if cpu_pids and ok else None,
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import threading
 import time
 
@@ -25,15 +26,21 @@ import numpy as np
 SENTENCE = "a photo of a small grey cat sitting on a wooden table"
 
 
-def timed(fn, min_seconds: float, min_calls: int = 3) -> float:
-    """Seconds per call, after two untimed calls."""
+def cpu_seconds() -> float:
+    """CPU time this process has used so far, every thread and core together."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn, min_seconds: float, min_calls: int = 3) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) per call, after two untimed calls."""
     fn()
     fn()
-    calls, started = 0, time.perf_counter()
+    calls, started, cpu = 0, time.perf_counter(), cpu_seconds()
     while calls < min_calls or time.perf_counter() - started < min_seconds:
         fn()
         calls += 1
-    return (time.perf_counter() - started) / calls
+    return (time.perf_counter() - started) / calls, (cpu_seconds() - cpu) / calls
 
 
 # FLOPs of one 224x224 image: 2 x the multiply-adds of the conv and dense layers (counted from the Keras
@@ -47,12 +54,13 @@ def matmul_gflops(seconds: float = 1.0, n: int = 2048) -> float:
 
     a = tf.random.uniform((n, n), dtype=tf.float32)
     matmul = tf.function(lambda: tf.linalg.matmul(a, a))
-    per_call = timed(lambda: matmul().numpy(), seconds)
+    per_call, _ = timed(lambda: matmul().numpy(), seconds)
     return 2 * n**3 / per_call / 1e9
 
 
-def timed_concurrent(fn, callers: int, min_seconds: float) -> float:
-    """Seconds per call across `callers` threads calling `fn` at once (after two untimed calls each)."""
+def timed_concurrent(fn, callers: int, min_seconds: float) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) per call across `callers` threads calling `fn` at once (after two untimed
+    calls each)."""
     counts = [0] * callers
     stop = threading.Event()
 
@@ -69,12 +77,13 @@ def timed_concurrent(fn, callers: int, min_seconds: float) -> float:
     for t in threads:
         t.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     time.sleep(min_seconds)
     stop.set()
     for t in threads:
         t.join()
-    return (time.perf_counter() - started) / max(1, sum(counts))
+    calls = max(1, sum(counts))
+    return (time.perf_counter() - started) / calls, (cpu_seconds() - cpu) / calls
 
 
 def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), seconds: float = 2.0,
@@ -99,10 +108,10 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
     label = f"{image_encoder} ({config['IMAGE_RUNTIME']})"
     for n in batches:
         pixels = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-        per_call = timed(lambda p=pixels: image(p), seconds)
-        out["images"][n] = {"latency_ms": 1000 * per_call, "per_s": n / per_call}
-        print(f"raw {label} batch {n:>2}: {n / per_call:7.1f} images/s  ({1000 * per_call:.1f} ms/call)",
-              flush=True)
+        per_call, cpu = timed(lambda p=pixels: image(p), seconds)
+        out["images"][n] = {"latency_ms": 1000 * per_call, "per_s": n / per_call, "cpu_ms_per_image": 1000 * cpu / n}
+        print(f"raw {label} batch {n:>2}: {n / per_call:7.1f} images/s  ({1000 * per_call:.1f} ms/call, "
+              f"{1000 * cpu / n:.2f} ms CPU an image)", flush=True)
     best = max(out["images"], key=lambda k: out["images"][k]["per_s"])
     out["best_image_batch"] = best
     if images_only:
@@ -111,7 +120,7 @@ def measure(image_encoder: str, model_dir: str, batches=(1, 2, 4, 8, 16, 32), se
     text.buckets = BATCH_BUCKETS
     for n in (1, 8, 32):
         texts = [SENTENCE] * n
-        per_call = timed(lambda t=texts: text.encode(t), seconds / 2)
+        per_call, _ = timed(lambda t=texts: text.encode(t), seconds / 2)
         out["texts"][n] = {"latency_ms": 1000 * per_call, "per_s": n / per_call}
         print(f"raw minilm batch {n:>2}: {n / per_call:7.1f} texts/s  ({1000 * per_call:.1f} ms/call)", flush=True)
     out["matmul_gflops"] = matmul_gflops(seconds / 2)
@@ -133,13 +142,14 @@ def _measure_server_layout(image, image_encoder: str, config: dict, batches, sec
     label = f"{image_encoder} ({config['IMAGE_RUNTIME']}, {callers} passes at once on a pool of {pool} threads)"
     out = {"runtime": config["IMAGE_RUNTIME"], "callers": callers, "images": {}}
     one = rng.integers(0, 255, (1, size, size, 3), dtype=np.uint8)
-    out["batch1_latency_ms"] = 1000 * timed(lambda: image(one), seconds / 2)
+    out["batch1_latency_ms"] = 1000 * timed(lambda: image(one), seconds / 2)[0]
     print(f"raw {label} lone caller batch 1: {out['batch1_latency_ms']:.1f} ms", flush=True)
     for n in batches:
         pixels = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-        per_call = timed_concurrent(lambda p=pixels: image(p), callers, seconds)
-        out["images"][n] = {"per_s": n / per_call}
-        print(f"raw {label} batch {n:>2}: {n / per_call:7.1f} images/s", flush=True)
+        per_call, cpu = timed_concurrent(lambda p=pixels: image(p), callers, seconds)
+        out["images"][n] = {"per_s": n / per_call, "cpu_ms_per_image": 1000 * cpu / n}
+        print(f"raw {label} batch {n:>2}: {n / per_call:7.1f} images/s  ({1000 * cpu / n:.2f} ms CPU an image)",
+              flush=True)
     out["best_image_batch"] = max(out["images"], key=lambda k: out["images"][k]["per_s"])
     return out
 

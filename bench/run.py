@@ -3,7 +3,9 @@
     python -m bench.run [--image-encoder efficientnet_lite0|resnet50|all] [--runtime tensorflow|onnxruntime|all]
                         [--env KEY=VALUE ...] [--skip-naive] [--rounds N]
 
-All in one run on one machine, so the ratios hold on a noisy box. Prints a table and the ratios, and writes
+All in one run on one machine, so the ratios hold on a noisy box. The same server with its image model taken
+out (bench/no_model.py) measures what a request costs around the model, which bounds the ratios on this
+machine. Prints a table, the ratios and those bounds, and writes
 bench/results/<encoder>-<runtime>-<time>.json. Every phase is bounded (fixed request counts sized from the raw
 rate). ResNet50 runs on random-initialised weights unless MODEL_DIR holds real ones (speed is the same). The
 naive baseline (TensorFlow's model.predict) runs once per encoder and is shared by both runtimes' ratios.
@@ -100,22 +102,25 @@ def requests_for(rate: float, concurrency: int, seconds: float) -> int:
 
 
 def load_levels(port: int, rate: float, seconds: float, label: str, levels=CONCURRENCY, *, texts: bool = False,
-                keepalive: bool = True) -> dict:
+                keepalive: bool = True, cpu_pids=()) -> dict:
     """One bounded load per concurrency level: one JPEG (or one text) a request, to /encode."""
     bodies, out, unit = (text_bodies(), {}, "texts") if texts else (image_bodies(), {}, "images")
     run_load(port, "/encode", bodies, 4, 8, keepalive=keepalive)  # first requests pay for lazy set-up
     for c in levels:
         n = requests_for(rate, c, seconds / (2 if c == 1 else 1))
-        r = run_load(port, "/encode", bodies, c, n, keepalive=keepalive)
+        r = run_load(port, "/encode", bodies, c, n, keepalive=keepalive, cpu_pids=cpu_pids)
         out[c] = r
+        cpu = r["server_cpu_ms_per_request"]
         print(f"{label:>7} c={c:<2} {r['req_per_s']:7.1f} {unit}/s  "
               f"p50 {r['p50_ms']:6.1f}  p90 {r['p90_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  "
-              f"errors {r['errors']} {r['statuses']}", flush=True)
+              + (f"CPU {cpu:5.2f} ms a request  " if cpu is not None else "")
+              + f"errors {r['errors']} {r['statuses']}", flush=True)
     return out
 
 
 def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extra_env: dict,
-                 levels=CONCURRENCY, extras: bool = True, keepalive: bool = True, text_rate: float = 400) -> dict:
+                 levels=CONCURRENCY, extras: bool = True, keepalive: bool = True, text_rate: float = 400,
+                 label: str = "server") -> dict:
     port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "IMAGE_ENCODER": encoder, "MODEL_DIR": model_dir,
            "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING", **extra_env}
@@ -124,9 +129,10 @@ def bench_server(encoder: str, model_dir: str, rate: float, seconds: float, extr
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         startup = wait_ready(port, proc)
-        print(f" server ready in {startup:.1f} s (gunicorn log: {log.name})", flush=True)
+        print(f" {label} ready in {startup:.1f} s (gunicorn log: {log.name})", flush=True)
+        workers = children(proc.pid)
         out = {"startup_s": startup, "env": extra_env, "keepalive": keepalive,
-               "levels": load_levels(port, rate, seconds, "server", levels, keepalive=keepalive)}
+               "levels": load_levels(port, rate, seconds, label, levels, keepalive=keepalive, cpu_pids=workers)}
         if not extras:
             return out
         out["text_levels"] = load_levels(port, text_rate, seconds / 2, "texts", levels, texts=True,
@@ -159,7 +165,14 @@ def bench_naive(encoder: str, model_dir: str, rate: float, seconds: float, keepa
         stop(proc)
 
 
-def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
+def bench_no_model(encoder: str, model_dir: str, seconds: float, keepalive: bool = True) -> dict:
+    """The same server with the image model's forward pass taken out (bench/no_model.py), at c=1 and c=8."""
+    env = {"IMAGE_ENCODER": encoder, "IMAGE_RUNTIME": "tensorflow", "MODEL_REGISTRY": "bench.no_model:make_registry"}
+    return bench_server(encoder, model_dir, 600, seconds, env, (1, 8), extras=False, keepalive=keepalive,
+                        label="nomodel")
+
+
+def bench_encoder(encoder: str, runtime: str, args, naive: dict, no_model: dict) -> dict:
     print(f"\n=== {encoder} on {runtime} ===", flush=True)
     model_dir = model_dir_for(encoder)
     server_env = {**dict(args.env), "IMAGE_ENCODER": encoder, "IMAGE_RUNTIME": runtime}
@@ -190,6 +203,9 @@ def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
         if encoder not in naive:
             naive[encoder] = bench_naive(encoder, model_dir, min(best["per_s"] * 0.5, 40), args.seconds, keepalive)
         result["naive"] = naive[encoder]
+    if encoder not in no_model:  # the request path is the same for both runtimes
+        no_model[encoder] = bench_no_model(encoder, model_dir, args.seconds, keepalive)
+    result["no_model"] = no_model[encoder]
     result["rounds"] = [round_figures(raw, result["server"]["levels"])]
     for i in range(2, args.rounds + 1):
         # The ratios again, raw and server back to back, so that one slow minute of a shared machine shows
@@ -203,6 +219,9 @@ def bench_encoder(encoder: str, runtime: str, args, naive: dict) -> dict:
                               keepalive=keepalive)
         result["rounds"].append(round_figures(again, server["levels"]))
     result["ratios"] = ratios(result)
+    from config import load_config
+
+    result["bounds"] = bounds(result, load_config()["CPUS"])
     return result
 
 
@@ -241,6 +260,40 @@ def ceiling(raw: dict) -> tuple[float, float]:
         best = max(best, layout["images"][str(layout["best_image_batch"])]["per_s"])
         latency = min(latency, layout["batch1_latency_ms"])
     return best, latency
+
+
+def cheapest_model_cpu_ms(raw: dict) -> float | None:
+    """The bare model's lowest CPU time per image at either layout's best batch (None if not measured)."""
+    entries = [raw["images"][str(raw["best_image_batch"])]]
+    layout = raw.get("server_layout")
+    if layout:
+        entries.append(layout["images"][str(layout["best_image_batch"])])
+    costs = [entry["cpu_ms_per_image"] for entry in entries if entry.get("cpu_ms_per_image")]
+    return min(costs) if costs else None
+
+
+def bounds(result: dict, cpus: int) -> dict | None:
+    """What the request path outside the model leaves reachable on `cpus` cores, next to what the server did.
+
+    Each one-image request costs the model's CPU time per image (its cheapest, measured bare) plus what the
+    server without the model spends on a request at c=8, so `cpus` fully busy cores answer at most
+    cpus / (model + path) requests a second; at c=1 a request takes at least the bare model's batch-1 latency
+    plus the model-free server's p50.
+    """
+    model_cpu, no_model = cheapest_model_cpu_ms(result["raw"]), result.get("no_model")
+    if model_cpu is None or not no_model or no_model["levels"][8].get("server_cpu_ms_per_request") is None:
+        return None
+    best, latency = ceiling(result["raw"])
+    path_cpu, path_p50 = no_model["levels"][8]["server_cpu_ms_per_request"], no_model["levels"][1]["p50_ms"]
+    most = 1000 * cpus / (model_cpu + path_cpu)
+    out = {"cpus": cpus, "model_cpu_ms_per_image": model_cpu, "path_cpu_ms_per_request": path_cpu,
+           "path_p50_1_ms": path_p50, "max_server8_per_s": most, "max_server8_over_raw_best": most / best,
+           "min_p50_1_over_raw_batch1_latency": (latency + path_p50) / latency}
+    server8 = result["server"]["levels"][8]
+    if server8.get("server_cpu_ms_per_request") is not None:
+        out["server8_cpu_ms_per_request"] = server8["server_cpu_ms_per_request"]
+        out["server8_cores_busy"] = server8["req_per_s"] * server8["server_cpu_ms_per_request"] / 1000 / cpus
+    return out
 
 
 ROUND_RATIOS = ("server8_over_raw_best", "server_p50_1_over_raw_batch1_latency", "server8_over_whole_best",
@@ -300,6 +353,17 @@ def print_summary(result: dict) -> None:
                           ("server_p50_1_over_whole_batch1_latency", "p50(1) / whole-machine batch-1")):
             low, high = r[f"{key}_range"]
             print(f"  {name:<32} = {r[f'{key}_median']:.3f} ({low:.3f}-{high:.3f})")
+    b = result.get("bounds")
+    if b:
+        print(f"the server without its image model: {b['path_cpu_ms_per_request']:.2f} ms CPU a request at c=8, "
+              f"p50 {b['path_p50_1_ms']:.1f} ms at c=1; the bare model: {b['model_cpu_ms_per_image']:.2f} ms CPU "
+              f"an image at its cheapest")
+        print(f"  so on {b['cpus']} cores at most {b['max_server8_per_s']:.1f} images/s: "
+              f"server(8) / raw(best) <= {b['max_server8_over_raw_best']:.3f}, "
+              f"p50(1) / raw batch-1 lat. >= {b['min_p50_1_over_raw_batch1_latency']:.3f}")
+        if "server8_cores_busy" in b:
+            print(f"  the server at c=8: {b['server8_cpu_ms_per_request']:.2f} ms CPU a request, "
+                  f"{100 * b['server8_cores_busy']:.0f}% of the cores busy")
     s = result["server"]
     print(f"start-up to ready {s['startup_s']:.1f} s; worker RSS {s['worker_rss_mib']} MiB")
 
@@ -329,8 +393,9 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     runtimes = ("tensorflow", "onnxruntime") if args.runtime == "all" else (args.runtime,)
     naive: dict[str, dict] = {}
+    no_model: dict[str, dict] = {}
     for encoder, runtime in itertools.product(encoders, runtimes):
-        result = bench_encoder(encoder, runtime, args, naive)
+        result = bench_encoder(encoder, runtime, args, naive, no_model)
         result.update(machine=machine, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         print_summary(result)
         path = os.path.join(RESULTS, f"{encoder}-{runtime}-{time.strftime('%Y%m%d-%H%M%S')}.json")

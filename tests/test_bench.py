@@ -1,6 +1,13 @@
-"""The benchmark's arithmetic: the ceiling over both thread layouts, and the ratios over several rounds."""
+"""The benchmark's arithmetic (the ceiling over both thread layouts, the ratios over several rounds, the bounds
+that the request path leaves) and the server it runs without the image model."""
 
-from bench.run import ceiling, ratios, round_figures
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.run import bounds, ceiling, cheapest_model_cpu_ms, ratios, round_figures
 
 
 def _raw(whole_best: float, whole_b1_ms: float, layout_best: float, layout_b1_ms: float) -> dict:
@@ -59,3 +66,64 @@ def test_multipart_images_carries_each_jpeg_as_an_image_part():
     body, content_type = multipart_images(jpegs)
     request = EnvironBuilder(method="POST", data=body, content_type=content_type).get_request()
     assert [part.read() for part in request.files.getlist("image")] == jpegs
+
+
+def _with_cpu(raw: dict, whole_cpu_ms: float, layout_cpu_ms: float) -> dict:
+    raw["images"]["8"]["cpu_ms_per_image"] = whole_cpu_ms
+    raw["server_layout"]["images"]["4"]["cpu_ms_per_image"] = layout_cpu_ms
+    return raw
+
+
+def test_bounds_from_the_model_free_server_and_the_cheapest_bare_model():
+    raw = _with_cpu(_raw(180, 12.0, 250, 8.0), whole_cpu_ms=11.0, layout_cpu_ms=8.0)
+    assert cheapest_model_cpu_ms(raw) == 8.0
+    no_model = {"levels": {1: {"p50_ms": 2.0, "server_cpu_ms_per_request": 2.1},
+                           8: {"req_per_s": 600.0, "p50_ms": 12.0, "server_cpu_ms_per_request": 2.0}}}
+    server = {"levels": {1: {"req_per_s": 80.0, "p50_ms": 12.5},
+                         8: {"req_per_s": 160.0, "p50_ms": 50.0, "server_cpu_ms_per_request": 11.25}}}
+    out = bounds({"raw": raw, "no_model": no_model, "server": server}, cpus=2)
+    # 2 cores / (8 ms of model + 2 ms of request path) = 200 requests/s, against a ceiling of 250.
+    assert out["max_server8_per_s"] == pytest.approx(200.0)
+    assert out["max_server8_over_raw_best"] == pytest.approx(0.8)
+    # At least the lone batch-1 latency (8 ms) plus the model-free server's p50 (2 ms).
+    assert out["min_p50_1_over_raw_batch1_latency"] == pytest.approx(1.25)
+    assert out["server8_cores_busy"] == pytest.approx(0.9)  # 160/s x 11.25 ms on 2 cores
+
+
+def test_no_bounds_without_cpu_figures():
+    raw = _raw(180, 12.0, 250, 8.0)  # an older run's raw figures, reused with --raw-from
+    no_model = {"levels": {1: {"p50_ms": 2.0}, 8: {"req_per_s": 600.0, "server_cpu_ms_per_request": 2.0}}}
+    assert cheapest_model_cpu_ms(raw) is None
+    assert bounds({"raw": raw, "no_model": no_model, "server": {"levels": {}}}, cpus=2) is None
+
+
+def _jpeg(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_server_without_the_image_model_still_runs_the_request_path():
+    from app import create_app
+    from bench.no_model import without_image_model
+    from tests.conftest import TINY_SIZE, make_tiny_registry
+
+    registry = without_image_model(make_tiny_registry())
+    seen = []
+    preprocess = registry.image_encoder.preprocess  # the real encoder's, reached through the wrapper
+    registry.image_encoder._encoder.preprocess = lambda image: seen.append(image.size) or preprocess(image)
+    client = create_app({"TESTING": True}, registry=registry).test_client()
+    try:
+        answer = client.post("/encode", data={"image": [(io.BytesIO(_jpeg("red")), "a.jpg"),
+                                                        (io.BytesIO(_jpeg("blue")), "b.jpg")]})
+        assert answer.status_code == 200, answer.json
+        embeddings = np.array(answer.json["image_embeddings"])
+        assert embeddings.shape == (2, registry.image_encoder.feature_dim)
+        assert np.allclose(embeddings, 1 / np.sqrt(registry.image_encoder.feature_dim))  # constant rows
+        assert seen == [(96, 64), (96, 64)]  # each JPEG decoded and preprocessed as the server does
+        assert registry.image_batcher.rows == 2  # through the batcher
+        assert registry.image_encoder.input_size == TINY_SIZE
+        bad = client.post("/encode", data={"image": [(io.BytesIO(b"\xff\xd8\xff broken"), "c.jpg")]})
+        assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_image"
+    finally:
+        registry.close()
