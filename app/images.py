@@ -122,7 +122,7 @@ def _decode(image: Image.Image, min_side: int) -> Image.Image:
         image.seek(0)  # first frame of an animation
         image.load()
         try:
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # not in place, it copies every upright image
         except Exception:  # noqa: BLE001 - a malformed EXIF block only loses the orientation
             pass
         image = _crop_extreme_aspect(image)

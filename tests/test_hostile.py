@@ -336,6 +336,18 @@ def test_exif_orientation_is_applied(client):
     assert not np.allclose(embed(client, tagged), embed(client, encode_image(base, "PNG")), atol=1e-3)
 
 
+def test_exif_orientation_of_a_jpeg_is_applied(client):
+    # A phone photo: a JPEG stored sideways, with Orientation 6 in its EXIF block.
+    y, x = np.mgrid[0:48, 0:80]
+    base = Image.fromarray(np.stack([x * 3, y * 5, (x + y) * 2], axis=-1).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tagged = embed(client, encode_image(base, "JPEG", exif=exif, quality=95))
+    upright = embed(client, encode_image(base.transpose(Image.Transpose.ROTATE_270), "JPEG", quality=95))
+    sideways = embed(client, encode_image(base, "JPEG", quality=95))
+    assert np.abs(tagged - upright).max() < np.abs(tagged - sideways).max() / 10
+
+
 def test_animated_gif_uses_its_first_frame(client):
     animation = Image.open(io.BytesIO(_animated_gif()))
     first = encode_image(animation.convert("RGB"), "PNG")
