@@ -246,29 +246,32 @@ def round_figures(raw: dict, levels: dict) -> dict:
         "server8_over_raw_best": levels[8]["req_per_s"] / best,
         "server_p50_1_over_raw_batch1_latency": levels[1]["p50_ms"] / latency,
         # Against the whole-machine run alone (one caller, the runtime's own threads), for comparison.
-        "server8_over_whole_best": levels[8]["req_per_s"] / raw["images"][str(raw["best_image_batch"])]["per_s"],
+        "server8_over_whole_best": levels[8]["req_per_s"] / best_batch(raw)["per_s"],
         "server_p50_1_over_whole_batch1_latency": levels[1]["p50_ms"] / raw["images"]["1"]["latency_ms"],
     }
 
 
+def best_batch(measured: dict) -> dict:
+    """The figures of one layout's fastest batch size, as bench.raw wrote them."""
+    return measured["images"][str(measured["best_image_batch"])]
+
+
+def best_batches(raw: dict) -> list[dict]:
+    """The fastest batch's figures of each thread layout measured: the whole machine, then the server's."""
+    return [best_batch(raw)] + ([best_batch(raw["server_layout"])] if raw.get("server_layout") else [])
+
+
 def ceiling(raw: dict) -> tuple[float, float]:
     """(best images/s, lowest batch-1 latency in ms) of the bare model over both thread layouts."""
-    best = raw["images"][str(raw["best_image_batch"])]["per_s"]
     latency = raw["images"]["1"]["latency_ms"]
-    layout = raw.get("server_layout")
-    if layout:
-        best = max(best, layout["images"][str(layout["best_image_batch"])]["per_s"])
-        latency = min(latency, layout["batch1_latency_ms"])
-    return best, latency
+    if raw.get("server_layout"):
+        latency = min(latency, raw["server_layout"]["batch1_latency_ms"])
+    return max(entry["per_s"] for entry in best_batches(raw)), latency
 
 
 def cheapest_model_cpu_ms(raw: dict) -> float | None:
     """The bare model's lowest CPU time per image at either layout's best batch (None if not measured)."""
-    entries = [raw["images"][str(raw["best_image_batch"])]]
-    layout = raw.get("server_layout")
-    if layout:
-        entries.append(layout["images"][str(layout["best_image_batch"])])
-    costs = [entry["cpu_ms_per_image"] for entry in entries if entry.get("cpu_ms_per_image")]
+    costs = [entry["cpu_ms_per_image"] for entry in best_batches(raw) if entry.get("cpu_ms_per_image")]
     return min(costs) if costs else None
 
 
@@ -326,10 +329,10 @@ def print_summary(result: dict) -> None:
         lb = layout["best_image_batch"]
         print(f"raw, server's threads ({layout['callers']} passes at once): lone batch 1 "
               f"{layout['batch1_latency_ms']:.1f} ms; best batch {lb}: "
-              f"{layout['images'][str(lb)]['per_s']:.1f} images/s")
+              f"{best_batch(layout)['per_s']:.1f} images/s")
     print(f"raw, whole machine: batch 1: {raw['images']['1']['per_s']:.1f} images/s "
           f"({raw['images']['1']['latency_ms']:.1f} ms); best batch {best}: "
-          f"{raw['images'][str(best)]['per_s']:.1f} images/s; "
+          f"{best_batch(raw)['per_s']:.1f} images/s; "
           f"texts: {raw['texts']['1']['per_s']:.0f}/s at 1, {raw['texts'][str(raw['best_text_batch'])]['per_s']:.0f}/s "
           f"at {raw['best_text_batch']}")
     print("          " + "  ".join(f"c={c:<2}   n/s  p50 ms" for c in CONCURRENCY))
