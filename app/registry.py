@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from app.errors import ApiError
+from models.loading import build_worker_registry
 from models.registry import ModelRegistry, RegistryLoader
 
 
@@ -18,16 +19,8 @@ def init_registry(app: Flask, registry: ModelRegistry | None = None) -> None:
         loader = RegistryLoader(factory).start()
     else:
         config = dict(app.config)
-        loader = RegistryLoader(lambda: _build_worker_registry(config)).start()
+        loader = RegistryLoader(lambda: build_worker_registry(config)).start()
     app.extensions["models"] = loader
-
-
-def _build_worker_registry(config: dict) -> ModelRegistry:
-    """A serving worker's registry, on this worker's share of the cores (TF_INTRA_OP_THREADS, ...)."""
-    from models.loading import build_registry, configure_tensorflow
-
-    configure_tensorflow(config)
-    return build_registry(config)
 
 
 def _import_factory(spec: str):

@@ -40,8 +40,6 @@ def without_image_model(registry):
 def make_registry():
     """The worker's registry as the server builds it from the environment, without the image model."""
     from config import load_config
-    from models.loading import build_registry, configure_tensorflow
+    from models.loading import build_worker_registry
 
-    config = load_config()
-    configure_tensorflow(config)
-    return without_image_model(build_registry(config))
+    return without_image_model(build_worker_registry(load_config()))

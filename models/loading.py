@@ -119,6 +119,12 @@ def load_fusion_head(config: dict[str, Any], image: ImageEncoder, text: TextEnco
     return FusionHead(model, image.feature_dim, text.dim, trained=False)
 
 
+def build_worker_registry(config: dict[str, Any]) -> ModelRegistry:
+    """A serving worker's registry, on this worker's share of the cores (TF_INTRA_OP_THREADS, ...)."""
+    configure_tensorflow(config)
+    return build_registry(config)
+
+
 def build_registry(config: dict[str, Any]) -> ModelRegistry:
     """Everything one worker serves, from MODEL_DIR; raises WeightsError with a clear sentence if unusable.
 
